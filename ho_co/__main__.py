@@ -1,0 +1,5 @@
+import sys
+
+from ho_co.cli import main
+
+sys.exit(main())

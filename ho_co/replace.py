@@ -1,0 +1,187 @@
+"""replace_linear: swap chosen linear layers of any model for `make(linear)`.
+
+Knows nothing of HOLinear or adapters: it takes a factory. Candidates are `nn.Linear` and
+the transposed-weight `Conv1D` of GPT-2 in transformers (duck-typed, so transformers is never
+imported here); a Conv1D is first turned into the equivalent `nn.Linear`, so one factory
+serves both.
+
+Name patterns match the full dotted module name, three ways:
+- a string with glob characters (`*?[`) is a shell-style glob on the whole name
+  (`encoder.*`, `*q_proj`, `*.mlp.c_proj`);
+- a plain string matches as a dotted suffix, like PEFT's `target_modules` (`q_proj` matches
+  `model.layers.0.self_attn.q_proj`);
+- a compiled `re.Pattern` must match the whole name (`re.fullmatch`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence, Union
+
+import torch
+from torch import nn
+
+Pattern = Union[str, "re.Pattern[str]"]
+Factory = Callable[[nn.Linear], nn.Module]
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's Conv1D: a Linear whose weight is stored transposed as [in, out] (`nf` = out)."""
+    return (
+        type(module).__name__ == "Conv1D"
+        and hasattr(module, "nf")
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.dim() == 2
+    )
+
+
+def as_linear(module: nn.Module) -> nn.Linear:
+    """The module as an `nn.Linear` (the module itself, or a Conv1D's equivalent copy)."""
+    if isinstance(module, nn.Linear):
+        return module
+    if is_conv1d(module):
+        in_features, out_features = module.weight.shape
+        linear = nn.Linear(
+            in_features,
+            out_features,
+            bias=module.bias is not None,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
+        )
+        with torch.no_grad():
+            linear.weight.copy_(module.weight.t())
+            if module.bias is not None:
+                linear.bias.copy_(module.bias)
+        linear.requires_grad_(module.weight.requires_grad)
+        return linear
+    raise TypeError(f"{type(module).__name__} is neither nn.Linear nor a GPT-2 Conv1D")
+
+
+def name_matches(name: str, pattern: Pattern) -> bool:
+    """Does the dotted module `name` match `pattern` (glob, dotted suffix, or regex)?"""
+    if isinstance(pattern, re.Pattern):
+        return pattern.fullmatch(name) is not None
+    if not isinstance(pattern, str):
+        raise TypeError(f"a module pattern must be a str or re.Pattern, got {type(pattern).__name__}")
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return name == pattern or name.endswith("." + pattern)
+
+
+@dataclass
+class Replacement:
+    """One candidate module: what it was, what it became, or why it was left as it was."""
+
+    name: str
+    old_type: str
+    in_features: int
+    out_features: int
+    new_type: str | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class ReplaceReport:
+    """What replace_linear did (or, in a dry run, would do)."""
+
+    entries: list[Replacement] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def replaced(self) -> list[Replacement]:
+        return [e for e in self.entries if e.skipped is None]
+
+    @property
+    def skipped(self) -> list[Replacement]:
+        return [e for e in self.entries if e.skipped is not None]
+
+    def __len__(self) -> int:
+        return len(self.replaced)
+
+    def __str__(self) -> str:
+        verb = "would replace" if self.dry_run else "replaced"
+        lines = [f"{verb} {len(self.replaced)} module(s), skipped {len(self.skipped)}"]
+        for e in self.entries:
+            shape = f"{e.in_features}->{e.out_features}"
+            if e.skipped is None:
+                lines.append(f"  {e.name}: {e.old_type} -> {e.new_type or '?'} [{shape}]")
+            else:
+                lines.append(f"  {e.name}: {e.old_type} [{shape}] skipped: {e.skipped}")
+        return "\n".join(lines)
+
+
+def _as_list(patterns: Pattern | Iterable[Pattern] | None) -> list[Pattern]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, (str, re.Pattern)):
+        return [patterns]
+    return list(patterns)
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def replace_linear(
+    model: nn.Module,
+    make: Factory,
+    targets: Pattern | Sequence[Pattern] | None = None,
+    exclude: Pattern | Sequence[Pattern] | None = None,
+    types: tuple[type, ...] | None = None,
+    predicate: Callable[[str, nn.Module], bool] | None = None,
+    dry_run: bool = False,
+) -> ReplaceReport:
+    """Replace, in place, the chosen linear layers of `model` by `make(linear)`.
+
+    targets:   name patterns (None: every candidate). Each pattern must match at least one
+               candidate, otherwise ValueError listing the candidate names.
+    exclude:   name patterns to leave alone.
+    types:     restrict candidates to these module types (e.g. `(nn.Linear,)`).
+    predicate: `predicate(name, module) -> bool`, a last say on each candidate.
+    dry_run:   report what would change, change nothing (`make` is not called).
+
+    A `make` that raises ValueError (e.g. in_features < order) skips that module and the
+    reason is recorded in the report; nothing is skipped silently.
+    """
+    target_list, exclude_list = _as_list(targets), _as_list(exclude)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if name and (isinstance(module, nn.Linear) or is_conv1d(module))
+    ]
+    for pattern in target_list:
+        if not any(name_matches(name, pattern) for name, _ in candidates):
+            shown = ", ".join(name for name, _ in candidates[:50]) or "(none)"
+            more = f" ... and {len(candidates) - 50} more" if len(candidates) > 50 else ""
+            raise ValueError(
+                f"target pattern {pattern!r} matches no linear layer of {type(model).__name__}; "
+                f"linear layers: {shown}{more}"
+            )
+
+    report = ReplaceReport(dry_run=dry_run)
+    for name, module in candidates:
+        if target_list and not any(name_matches(name, p) for p in target_list):
+            continue
+        if any(name_matches(name, p) for p in exclude_list):
+            continue
+        if types is not None and not isinstance(module, types):
+            continue
+        if predicate is not None and not predicate(name, module):
+            continue
+        in_f, out_f = (module.in_features, module.out_features) if isinstance(module, nn.Linear) else tuple(module.weight.shape)
+        entry = Replacement(name, type(module).__name__, in_f, out_f)
+        report.entries.append(entry)
+        if dry_run:
+            continue
+        try:
+            new = make(as_linear(module))
+        except ValueError as err:
+            entry.skipped = str(err)
+            continue
+        entry.new_type = type(new).__name__
+        _set_submodule(model, name, new)
+    return report
