@@ -31,9 +31,197 @@ def _cmd_version(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _llm_error(command: str, err: Exception) -> int:
+    """Bad input ends with one clear line, not a traceback."""
+    print(f"ho-co {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _cmd_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a Hugging Face causal LM (c2q, quanta, lora, full)")
+    p.add_argument("--model", required=True, help="local model directory or hub name")
+    p.add_argument("--method", required=True, choices=["c2q", "quanta", "lora", "full"])
+    p.add_argument("--data", required=True, help="Alpaca .json/.jsonl (prompt masked) or plain .txt")
+    p.add_argument("--eval-data", help="held-out file in the same formats, evaluated each epoch")
+    p.add_argument("--output", help="output directory (default: runs/finetune-METHOD)")
+    p.add_argument("--target-modules", nargs="+", help="module name patterns (default: all linear but lm_head)")
+    p.add_argument("--exclude-modules", nargs="+", help="module name patterns to leave alone")
+    p.add_argument("--order", type=int, default=2, help="c2q: HOLinear order K (default 2)")
+    p.add_argument("--dims", type=int, nargs="+", help="quanta: axis sizes of the features (default automatic)")
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, default=-1, help="> 0: stop after this many steps")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, help="learning rate (default: 2e-5 full/c2q, 2e-4 lora/quanta)")
+    p.add_argument("--max-length", type=int, default=512, help="tokens per example (capped at the model's)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT")
+    p.add_argument("--merge", action="store_true", help="lora/quanta: save a merged plain model")
+    p.add_argument("--seed", type=int, default=42)
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from ho_co.llm.finetune import FinetuneConfig, finetune
+        from ho_co.llm.methods import MethodSpec
+
+        try:
+            spec = MethodSpec(
+                args.method, target_modules=args.target_modules, exclude_modules=args.exclude_modules,
+                order=args.order, dims=args.dims, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+            )
+            config = FinetuneConfig(
+                model=args.model, data=args.data, eval_data=args.eval_data,
+                output=args.output or f"runs/finetune-{args.method}", spec=spec, epochs=args.epochs,
+                max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                lr=args.lr, max_length=args.max_length, dtype=args.dtype, merge=args.merge,
+                resume=args.resume, seed=args.seed, save_steps=args.save_steps,
+            )
+            summary = finetune(config)
+        except (ValueError, FileNotFoundError) as err:
+            return _llm_error("finetune", err)
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lm-eval", help="perplexity on text, accuracy on multiple-choice JSONL")
+    p.add_argument("--model", required=True, help="a `ho-co finetune` output or any HF causal LM")
+    p.add_argument("--base-model", help="override the recorded base model of a LoRA/QuanTA adapter")
+    p.add_argument("--text", help="plain text file: report perplexity")
+    p.add_argument("--choices", help="JSONL of {question, choices, answer}: report accuracy")
+    p.add_argument("--block-size", type=int, default=1024, help="perplexity window (capped at the model's)")
+    p.add_argument("--stride", type=int, help="perplexity window step (default: block size)")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from ho_co.llm.lm_eval import multiple_choice, perplexity
+        from ho_co.llm.saving import load_finetuned
+
+        if not (args.text or args.choices):
+            return _llm_error("lm-eval", ValueError("give --text FILE, --choices FILE, or both"))
+        try:
+            model, tokenizer = load_finetuned(args.model, base_model=args.base_model)
+            results = {}
+            if args.text:
+                results["text"] = perplexity(model, tokenizer, args.text, args.block_size, args.stride)
+            if args.choices:
+                results["choices"] = multiple_choice(model, tokenizer, args.choices, args.block_size)
+        except (ValueError, FileNotFoundError) as err:
+            return _llm_error("lm-eval", err)
+        print(json.dumps(results, indent=2))
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="GPT-2 from scratch, HOLinear orders vs baseline (key=value overrides, e.g. orders=[1,2,4] n_layer=2)",
+    )
+    p.add_argument("--text", required=True, help="training text file")
+    p.add_argument("--output", required=True, help="directory for runs, curves.csv, loss_curves.png")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        from ho_co.llm.pretrain import PretrainConfig, pretrain
+
+        try:
+            base = OmegaConf.structured(PretrainConfig(text=args.text, output=args.output))
+            config = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(args.overrides)))
+            summary = pretrain(config)
+        except (OmegaConfBaseException, ValueError, FileNotFoundError) as err:
+            return _llm_error("pretrain", err)
+        print(json.dumps({k: summary[k] for k in ("final_val_loss", "best_val_loss")}, indent=2))
+        return 0
+
+    p.set_defaults(handler=run, accepts_overrides=True)
+
+
+def _cmd_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a routing policy (rl4co + Lightning) from Hydra configs",
+        description="ho-co train experiment=NAME [key=value ...]  (Hydra overrides; resume with "
+        "ckpt_path=runs/NAME/checkpoints/last.ckpt; DDP: trainer.devices=N trainer.strategy=ddp)",
+    )
+    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+
+    def run(args: argparse.Namespace) -> int:
+        from omegaconf import OmegaConf
+
+        from ho_co.routing.train import compose, train
+
+        try:
+            cfg = compose(args.overrides)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"ho-co train: error: {err}", file=sys.stderr)
+            return 2
+        if args.cfg:
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        result = train(cfg)
+        print(f"run: {result['output_dir']}  epoch {result['epoch']}  step {result['global_step']}")
+        print(f"last checkpoint: {result['last_checkpoint']}")
+        print(f"best checkpoint: {result['best_checkpoint']}")
+        return 0
+
+    p.set_defaults(handler=run, accepts_overrides=True)
+
+
+def _cmd_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="decode a trained routing checkpoint on instances: length, gap, time")
+    p.add_argument("--checkpoint", required=True, help="a `ho-co train` checkpoint (.ckpt)")
+    p.add_argument("--instances", required=True, help="instances (.npz: locs or cost_matrix; TSPLIB)")
+    p.add_argument("--reference", help="reference tours (.npz from `ho-co solve`) for the gap")
+    p.add_argument("--augment", type=int, default=1, help="augmentations, best of all (default 1: none)")
+    p.add_argument("--starts", type=int, help="POMO start nodes (default: all N)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of MatNet's random one-hot embeddings")
+    p.add_argument("--render", metavar="PNG", help="draw the first tours to this PNG (TSP)")
+    p.add_argument("--render-count", type=int, default=4)
+    p.add_argument("--json", metavar="OUT", help="write the result as JSON")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from ho_co.routing.evaluate import evaluate
+
+        try:
+            result = evaluate(
+                args.checkpoint, args.instances, args.reference, num_augment=args.augment,
+                num_starts=args.starts, batch_size=args.batch_size, device=args.device, seed=args.seed,
+                render=args.render, render_count=args.render_count, json_out=args.json,
+            )
+        except (ValueError, FileNotFoundError) as err:
+            print(f"ho-co eval: error: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2))
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 # Subcommands register here, one line each, in the order `ho-co --help` lists them.
 COMMANDS = [
     _cmd_version,
+    _cmd_train,
+    _cmd_eval,
+    _cmd_finetune,
+    _cmd_lm_eval,
+    _cmd_pretrain,
 ]
 
 

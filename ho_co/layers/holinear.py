@@ -28,6 +28,52 @@ def chunk_sizes(in_features: int, order: int) -> list[int]:
     return [base + 1] * extra + [base] * (order - extra)
 
 
+class _ProductMinusOne(torch.autograd.Function):
+    """prod_k (1 + z_k) - 1 over the leading dim of z, with a memory-lean backward.
+
+    Autograd through the K-step recurrence would keep K intermediate planes on top of z;
+    this keeps z only and rebuilds the partial products in backward:
+    d/dz_k = prod_{i != k} (1 + z_i) = prefix_k * suffix_k (no division, so z_k = -1 is fine).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor) -> Tensor:
+        # P_1 = z_1, P_k = P_{k-1} + z_k (1 + P_{k-1}): no (1 + z) - 1 cancellation.
+        p = z[0].clone()
+        for z_k in z[1:]:
+            p.add_(torch.addcmul(z_k, p, z_k))
+        return p
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (z,) = ctx.saved_tensors
+        one_plus = z + 1
+        suffix = [grad]  # grad * prod_{i > k} (1 + z_i), built from the last k down
+        for k in range(z.shape[0] - 1, 0, -1):
+            suffix.append(suffix[-1] * one_plus[k])
+        suffix.reverse()
+        grads = [suffix[0]]
+        prefix = one_plus[0]  # prod_{i < k} (1 + z_i)
+        for k in range(1, z.shape[0]):
+            grads.append(suffix[k] * prefix)
+            if k + 1 < z.shape[0]:
+                prefix = prefix * one_plus[k]
+        return torch.stack(grads)
+
+
+def product_minus_one(z: Tensor) -> Tensor:
+    """prod_k (1 + z[k]) - 1, reduced over dim 0, computed without cancellation."""
+    if z.shape[0] == 1:
+        return z[0]
+    return _ProductMinusOne.apply(z)
+
+
 class HOLinear(nn.Module):
     """Drop-in replacement for `nn.Linear` computing `prod_i (1 + W_i x_i) - 1 + b`.
 
@@ -105,41 +151,36 @@ class HOLinear(nn.Module):
         layer.ho_scale = nn.Parameter(torch.zeros(linear.out_features, device=weight.device, dtype=weight.dtype))
         return layer
 
-    def chunk_products(self, x: Tensor) -> list[Tensor]:
-        """z_1..z_K, each [..., out], from batched matmuls (one per group of equal-size chunks)."""
+    def chunk_products(self, x: Tensor) -> Tensor:
+        """z_1..z_K stacked as [K, ..., out], from one strided bmm per group of equal-size chunks."""
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"HOLinear expected input with last dim {self.in_features}, got shape {tuple(x.shape)}"
             )
         sizes = chunk_sizes(self.in_features, self.order)
-        lead = x.shape[:-1]
         rows = x.reshape(-1, self.in_features)
-        weight = self.weight
-        zs: list[Tensor] = []
+        groups = []
         start = 0
-        # Chunks come in at most two sizes (tensor_split): each group is one strided bmm.
+        # tensor_split gives at most two chunk sizes; each group is one bmm over strided views
+        # (no copy of x or W), with exactly nn.Linear's FLOPs in total.
         for size in sorted(set(sizes), reverse=True):
             count = sizes.count(size)
             stop = start + size * count
             xg = rows[:, start:stop].unflatten(-1, (count, size)).transpose(0, 1)  # [k, T, c]
-            wg = weight[:, start:stop].unflatten(-1, (count, size)).permute(1, 2, 0)  # [k, c, out]
-            zg = torch.bmm(xg, wg)  # [k, T, out]
-            zs.extend(zg.unbind(0))
+            wg = self.weight[:, start:stop].unflatten(-1, (count, size)).permute(1, 2, 0)  # [k, c, out]
+            groups.append(torch.bmm(xg, wg))  # [k, T, out]
             start = stop
-        return [z.reshape(*lead, self.out_features) for z in zs]
+        z = groups[0] if len(groups) == 1 else torch.cat(groups)
+        return z.reshape(z.shape[0], *x.shape[:-1], self.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.order == 1 and self.ho_scale is None:
             return F.linear(x, self.weight, self.bias)
-        zs = self.chunk_products(x)
-        prod_minus_one = zs[0]
-        for z in zs[1:]:
-            prod_minus_one = torch.addcmul(prod_minus_one + z, prod_minus_one, z)
-        if self.ho_scale is None:
-            y = prod_minus_one
-        else:
-            first_order = torch.stack(zs).sum(0)
-            y = first_order + self.ho_scale.to(first_order.dtype) * (prod_minus_one - first_order)
+        z = self.chunk_products(x)
+        y = product_minus_one(z)
+        if self.ho_scale is not None:
+            first_order = z.sum(0)
+            y = first_order + self.ho_scale.to(y.dtype) * (y - first_order)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y

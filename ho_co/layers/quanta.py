@@ -1,0 +1,239 @@
+"""QuanTALinear: quantum-informed tensor adaptation of a frozen linear layer (Chen et al.,
+NeurIPS 2024, "QuanTA: Efficient High-Rank Fine-Tuning of LLMs with Quantum-Informed Tensor
+Adaptation").
+
+The hidden vector of size d = d_1 * ... * d_N is read as an N-axis tensor (the axes play the
+part of qudits). A gate is a trainable tensor of shape (o_m, o_n, i_m, i_n) that acts on two
+axes m < n only, all other axes being batch dims; the adapter applies the gates one after
+another, like a quantum circuit. A frozen copy S of the initial gates makes the layer start
+as the base layer W0:
+
+    y = W0 x + b + T(x) - S(x)
+
+A product of two-axis gates reaches full rank with far fewer parameters than a LoRA of the
+same rank, which is the point of the method.
+
+Gate layout (the official code's, quanta-fine-tuning/quanta, `tuners/quanta.py`): one gate
+for every pair of axes, in the order `itertools.combinations` gives on the axes counted from
+the last one: for N = 3, axes (1, 2), then (0, 2), then (0, 1); for N = 4, (2, 3), (1, 3),
+(0, 3), (1, 2), (0, 2), (0, 1). We keep it because every pair of qudits then interacts
+directly, and it is the layout the paper's results were obtained with.
+
+Initialization (the official "sum_opposite_freeze_one"): each gate is drawn like the weight of
+a linear map from its (i_m i_n) inputs to its (o_m o_n) outputs (kaiming-uniform, unit gain),
+and S is a frozen copy of it, so T - S = 0 at init while T is already well conditioned (a
+zero T would make every gate's gradient vanish: the gates multiply).
+
+Non-square layers (in != out): unlike the official code, which pads the input and crops the
+output of one max(in, out)-sized factorization, we use two factorizations with the same N,
+`dims` for the input and `out_dims` for the output; an axis keeps its input size until the
+first gate that touches it, which maps it to its output size (every axis is touched by the
+first N - 1 gates). Nothing is padded, so no parameter is wasted on zeros.
+
+The trainable gates `quanta_T.<i>` are parameters; the frozen copies `quanta_S.<i>` are
+buffers (saved with the state dict, never seen by an optimizer); the base layer is frozen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def factorize(n: int, n_axes: int) -> tuple[int, ...]:
+    """The most balanced split of `n` into `n_axes` integer factors, largest first.
+
+    Balanced = smallest largest factor, then smallest sum of squares (fewer gate parameters):
+    4096 -> (16, 16, 16), 11008 -> (43, 16, 16). A prime n gives (n, 1, ..., 1).
+    """
+    if n < 1 or n_axes < 1:
+        raise ValueError(f"cannot factorize {n} into {n_axes} axes: both must be >= 1")
+
+    def splits(m: int, k: int, largest: int):
+        if k == 1:
+            if m <= largest:
+                yield (m,)
+            return
+        for f in range(min(m, largest), 0, -1):
+            if m % f == 0 and f**k >= m:  # f can still be the largest of k factors
+                for rest in splits(m // f, k - 1, f):
+                    yield (f, *rest)
+
+    return min(splits(n, n_axes, n), key=lambda t: (t[0], sum(f * f for f in t)))
+
+
+def _check_dims(dims: Sequence[int], features: int, what: str) -> tuple[int, ...]:
+    dims = tuple(dims)
+    if len(dims) < 2:
+        raise ValueError(f"QuanTA {what} dims {dims} need at least 2 axes (a gate acts on a pair)")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"QuanTA {what} dims {dims}: every dim must be an integer >= 1, got {d!r}")
+    if math.prod(dims) != features:
+        raise ValueError(
+            f"QuanTA {what} dims {dims} multiply to {math.prod(dims)}, "
+            f"but the layer has {features} {what} features"
+        )
+    return dims
+
+
+def quanta_dims(
+    in_features: int,
+    out_features: int,
+    dims: Sequence[int] | None = None,
+    out_dims: Sequence[int] | None = None,
+    n_axes: int = 3,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Resolve (input dims, output dims) for a layer, checking them; ValueError names the numbers.
+
+    dims None: `factorize(in_features, n_axes)`. out_dims None: `dims` for a square layer,
+    else `factorize(out_features, len(dims))`.
+    """
+    if dims is None:
+        dims = factorize(in_features, n_axes)
+    dims = _check_dims(dims, in_features, "input")
+    if out_dims is None:
+        out_dims = dims if out_features == in_features else factorize(out_features, len(dims))
+    out_dims = _check_dims(out_dims, out_features, "output")
+    if len(out_dims) != len(dims):
+        raise ValueError(
+            f"QuanTA input dims {dims} and output dims {out_dims} must have the same number of axes"
+        )
+    return dims, out_dims
+
+
+def gate_pairs(n_axes: int) -> list[tuple[int, int]]:
+    """The official gate order: every pair (m, n), m < n, counted from the last axis."""
+    return [(n_axes + m, n_axes + n) for n, m in itertools.combinations(range(-1, -n_axes - 1, -1), 2)]
+
+
+def gate_shapes(dims: Sequence[int], out_dims: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """Shape (o_m, o_n, i_m, i_n) of each gate; an axis takes its output size at its first gate."""
+    current = list(dims)
+    shapes = []
+    for m, n in gate_pairs(len(dims)):
+        shapes.append((out_dims[m], out_dims[n], current[m], current[n]))
+        current[m], current[n] = out_dims[m], out_dims[n]
+    return shapes
+
+
+def _circuit_equations(n_axes: int) -> list[str]:
+    """einsum equations, one per gate, on [branch z, rows r, axis_0, ..., axis_{N-1}].
+
+    The first equation takes the input without the branch axis (it broadcasts x to T and S).
+    """
+    axes = [chr(ord("a") + i) for i in range(n_axes)]
+    equations = []
+    for index, (m, n) in enumerate(gate_pairs(n_axes)):
+        new = axes.copy()
+        new[m], new[n] = "Y", "Z"
+        source = ("r" if index == 0 else "zr") + "".join(axes)
+        equations.append(f"{source},zYZ{axes[m]}{axes[n]}->zr{''.join(new)}")
+    return equations
+
+
+class QuanTALinear(nn.Module):
+    """A frozen `nn.Linear` plus a QuanTA adapter: `base(x) + T(x) - S(x)`.
+
+    base_linear: the layer to adapt; it is kept as `base_layer` (PEFT's name) and frozen.
+    dims / out_dims: factorizations of in_features / out_features (see `quanta_dims`).
+    n_axes: number of axes for the automatic factorization when `dims` is None.
+    dropout: dropout on the adapter's input, as LoRA's `lora_dropout`.
+    """
+
+    def __init__(
+        self,
+        base_linear: nn.Linear,
+        dims: Sequence[int] | None = None,
+        out_dims: Sequence[int] | None = None,
+        n_axes: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_linear, nn.Linear):
+            raise TypeError(f"QuanTALinear wraps an nn.Linear, got {type(base_linear).__name__}")
+        self.in_features = base_linear.in_features
+        self.out_features = base_linear.out_features
+        self.dims, self.out_dims = quanta_dims(self.in_features, self.out_features, dims, out_dims, n_axes)
+        self.base_layer = base_linear.requires_grad_(False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        factory = {"device": base_linear.weight.device, "dtype": base_linear.weight.dtype}
+        shapes = gate_shapes(self.dims, self.out_dims)
+        self.quanta_T = nn.ParameterList(nn.Parameter(torch.empty(s, **factory)) for s in shapes)
+        self.quanta_S = nn.Module()  # frozen copies: buffers "0", "1", ...
+        for i, s in enumerate(shapes):
+            self.quanta_S.register_buffer(str(i), torch.empty(s, **factory))
+        self._equations = _circuit_equations(len(self.dims))
+        self.merged = False
+        self.reset_parameters()
+
+    # nn.Linear's attributes, for model code that reads them (e.g. `proj.weight.dtype`).
+    @property
+    def weight(self) -> Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base_layer.bias
+
+    def frozen_gates(self) -> list[Tensor]:
+        return list(self.quanta_S.buffers())
+
+    def reset_parameters(self) -> None:
+        """Official init: each gate as a linear map's weight (unit gain), S a frozen copy of T."""
+        with torch.no_grad():
+            for t, s in zip(self.quanta_T, self.frozen_gates()):
+                o_m, o_n, i_m, i_n = t.shape
+                nn.init.kaiming_uniform_(t.view(o_m * o_n, i_m * i_n), nonlinearity="linear")
+                s.copy_(t)
+
+    def _circuit(self, rows: Tensor) -> Tensor:
+        """T(x) - S(x) for rows [R, in]: both circuits as one batched circuit (branch axis 2)."""
+        h = rows.reshape(-1, *self.dims)
+        for equation, t, s in zip(self._equations, self.quanta_T, self.frozen_gates()):
+            h = torch.einsum(equation, h, torch.stack((t, s)).to(h.dtype))
+        return (h[0] - h[1]).reshape(-1, self.out_features)
+
+    def delta_weight(self) -> Tensor:
+        """The adapter as one [out, in] matrix, T - S (the circuit applied to the identity)."""
+        eye = torch.eye(self.in_features, device=self.weight.device, dtype=self.quanta_T[0].dtype)
+        return self._circuit(eye).T
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"QuanTALinear expected input with last dim {self.in_features}, got {tuple(x.shape)}")
+        y = self.base_layer(x)
+        if self.merged:
+            return y
+        delta = self._circuit(self.dropout(x).reshape(-1, self.in_features))
+        return y + delta.reshape(*x.shape[:-1], self.out_features).to(y.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> nn.Linear:
+        """Fold T - S into the base weight, in place; returns the base layer (a plain nn.Linear).
+
+        Until `unmerge()`, forward is the base layer alone (zero overhead), and the gates get
+        no gradient: unmerge before training further.
+        """
+        if not self.merged:
+            self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = True
+        return self.base_layer
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Take T - S back out of the base weight (exact up to float rounding)."""
+        if self.merged:
+            self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        n_params = sum(t.numel() for t in self.quanta_T)
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, dims={self.dims}, "
+            f"out_dims={self.out_dims}, gates={len(self.quanta_T)}, adapter_params={n_params}, merged={self.merged}"
+        )

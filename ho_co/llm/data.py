@@ -1,0 +1,178 @@
+"""Training data for causal LMs: Alpaca-style instructions and plain text.
+
+Instruction records (`instruction`, optional `input`, `output`) come from a JSON array or a
+JSONL file. Each becomes the Alpaca prompt followed by the response and EOS; the prompt's
+labels are -100 so only the response is learned (the usual SFT recipe: the model should not
+spend capacity predicting the instructions it is given).
+
+Plain text (`.txt`) is one token stream cut into equal blocks, every token a label.
+
+Bad input never trains silently: a malformed record raises `DataError` naming the file and
+the line (JSONL) or record number (JSON array).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+IGNORE_INDEX = -100  # label value skipped by the cross-entropy of every HF causal LM
+
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+INSTRUCTION_SUFFIXES = (".json", ".jsonl")
+TEXT_SUFFIXES = (".txt",)
+
+
+class DataError(ValueError):
+    """A data file that cannot be used as given; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Instruction:
+    instruction: str
+    input: str
+    output: str
+    where: str  # "file:line N" or "file:record N", for later error messages
+
+    def prompt(self) -> str:
+        template = PROMPT_WITH_INPUT if self.input else PROMPT_NO_INPUT
+        return template.format(instruction=self.instruction, input=self.input)
+
+
+def _check_record(obj, where: str) -> Instruction:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object with 'instruction' and 'output', got {type(obj).__name__}")
+    for key in ("instruction", "output"):
+        if key not in obj:
+            raise DataError(f"{where}: missing key {key!r} (keys present: {sorted(obj)})")
+    fields = {"instruction": obj["instruction"], "input": obj.get("input", ""), "output": obj["output"]}
+    for key, value in fields.items():
+        if value is None and key == "input":
+            fields[key] = ""
+        elif not isinstance(value, str):
+            raise DataError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
+    if not fields["instruction"].strip():
+        raise DataError(f"{where}: 'instruction' is empty")
+    if not fields["output"].strip():
+        raise DataError(f"{where}: 'output' is empty, nothing to learn")
+    return Instruction(**fields, where=where)
+
+
+def read_instructions(path: str | Path) -> list[Instruction]:
+    """Alpaca records from `.json` (an array of objects) or `.jsonl` (one object per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    records: list[Instruction] = []
+    if path.suffix == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+            records.append(_check_record(obj, f"{path}:line {lineno}"))
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:line {err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+        records = [_check_record(obj, f"{path}:record {i}") for i, obj in enumerate(data)]
+    else:
+        raise DataError(f"{path}: instruction data must be .json or .jsonl, got {path.suffix!r}")
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def encode_instruction(record: Instruction, tokenizer, max_length: int) -> dict[str, list[int]]:
+    """input_ids / attention_mask / labels with the prompt masked (-100) and EOS appended.
+
+    Prompt and response are tokenized separately, so the mask boundary is exact whatever the
+    tokenizer merges across it.
+    """
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no EOS token; responses need one to learn where to stop")
+    prompt_ids = tokenizer(record.prompt(), add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(record.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(prompt_ids) >= max_length:
+        raise DataError(
+            f"{record.where}: the prompt is {len(prompt_ids)} tokens, leaving no room for the "
+            f"response within max_length={max_length}; raise --max-length or shorten the record"
+        )
+    input_ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def read_text(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    if not text.strip():
+        raise DataError(f"{path}: the text file is empty")
+    return text
+
+
+def text_token_ids(path: str | Path, tokenizer) -> list[int]:
+    """The whole file as one token stream (no special tokens), for blocks or perplexity."""
+    return tokenizer(read_text(path), add_special_tokens=False)["input_ids"]
+
+
+def encode_text_blocks(path: str | Path, tokenizer, block_size: int) -> list[dict[str, list[int]]]:
+    """Equal blocks of `block_size` tokens (the tail shorter than a block is dropped)."""
+    if block_size < 2:
+        raise DataError(f"block_size must be >= 2 to have a next token to predict, got {block_size}")
+    ids = text_token_ids(path, tokenizer)
+    n_blocks = len(ids) // block_size
+    if n_blocks == 0:
+        raise DataError(f"{path}: {len(ids)} tokens, fewer than one block of {block_size}; lower --max-length")
+    return [
+        {"input_ids": block, "attention_mask": [1] * block_size, "labels": list(block)}
+        for block in (ids[i * block_size : (i + 1) * block_size] for i in range(n_blocks))
+    ]
+
+
+def load_examples(path: str | Path, tokenizer, max_length: int) -> list[dict[str, list[int]]]:
+    """Tokenized training examples from an instruction file or a plain text file (by suffix)."""
+    path = Path(path)
+    if path.suffix in INSTRUCTION_SUFFIXES:
+        return [encode_instruction(r, tokenizer, max_length) for r in read_instructions(path)]
+    if path.suffix in TEXT_SUFFIXES:
+        return encode_text_blocks(path, tokenizer, max_length)
+    raise DataError(
+        f"{path}: unknown data format {path.suffix!r}; use {', '.join(INSTRUCTION_SUFFIXES)} "
+        f"(Alpaca instructions) or {', '.join(TEXT_SUFFIXES)} (plain text)"
+    )
+
+
+def context_length(model, max_length: int) -> int:
+    """`max_length` capped at the model's position limit (longer inputs would index past it)."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return min(max_length, limit) if limit else max_length
+
+
+def make_collator(tokenizer):
+    """Pads input_ids with the pad token and labels with -100 (padding is never learned)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)

@@ -1,0 +1,108 @@
+"""Fine-tune a Hugging Face causal LM with c2q, QuanTA, LoRA or full training.
+
+One function, `finetune(config)`: load model and tokenizer, apply the method, train with the
+transformers `Trainer` (progress bar, checkpoints every `save_steps` under
+`OUTPUT/checkpoints`, `resume=True` continues from the latest), then `save_finetuned` so the
+result reloads with `load_finetuned(OUTPUT)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ho_co.llm.methods import MethodSpec
+
+# Usual learning rates: small for updating all weights, larger for adapters trained from zero.
+DEFAULT_LR = {"full": 2e-5, "c2q": 2e-5, "lora": 2e-4, "quanta": 2e-4}
+
+
+@dataclass
+class FinetuneConfig:
+    model: str  # local directory or hub name
+    data: str  # .json/.jsonl Alpaca instructions or .txt plain text
+    output: str
+    spec: MethodSpec = field(default_factory=lambda: MethodSpec("c2q"))
+    eval_data: str | None = None
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float | None = None  # None: DEFAULT_LR[method]
+    max_length: int = 512
+    dtype: str = "float32"
+    merge: bool = False
+    resume: bool = False
+    seed: int = 42
+    save_steps: int = 500
+    logging_steps: int = 10
+    use_cpu: bool = False
+
+
+def build_trainer(model, tokenizer, train_examples, config: FinetuneConfig, eval_examples=None):
+    """The transformers Trainer for `model` on tokenized examples (see `data.load_examples`)."""
+    from transformers import Trainer, TrainingArguments
+
+    from ho_co.llm.data import make_collator
+
+    args = TrainingArguments(
+        output_dir=str(Path(config.output) / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr if config.lr is not None else DEFAULT_LR[config.spec.method],
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        eval_strategy="epoch" if eval_examples is not None else "no",
+        report_to="none",
+        seed=config.seed,
+        use_cpu=config.use_cpu,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_examples,
+        eval_dataset=eval_examples,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Train and save; returns a summary (output dir, losses, parameter counts)."""
+    from transformers import set_seed
+
+    from ho_co.adapters import trainable_parameters
+    from ho_co.llm.data import context_length, load_examples
+    from ho_co.llm.methods import apply_method
+    from ho_co.llm.saving import load_pretrained, save_finetuned
+
+    set_seed(config.seed)
+    model, tokenizer = load_pretrained(config.model, config.dtype)
+    max_length = context_length(model, config.max_length)
+    train_examples = load_examples(config.data, tokenizer, max_length)
+    eval_examples = load_examples(config.eval_data, tokenizer, max_length) if config.eval_data else None
+    model = apply_method(model, config.spec)
+    trainable, total = trainable_parameters(model)
+    print(f"{config.spec.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%)")
+
+    trainer = build_trainer(model, tokenizer, train_examples, config, eval_examples)
+    result = trainer.train(resume_from_checkpoint=True if config.resume else None)
+    summary = {
+        "output": str(config.output),
+        "method": config.spec.method,
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
+    if eval_examples is not None:
+        summary["eval_loss"] = trainer.evaluate()["eval_loss"]
+    save_finetuned(trainer.model, tokenizer, config.output, config.spec, config.model, merge=config.merge)
+    return summary

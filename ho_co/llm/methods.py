@@ -1,0 +1,111 @@
+"""The four fine-tuning methods, applied to a Hugging Face causal LM in place.
+
+- c2q:    compatible conversion of the chosen linear layers to HOLinear (same function at
+          start, `ho_scale` = 0), then every weight of the model trains (C2Q-SFT, the
+          counterpart of full SFT).
+- quanta: QuanTA adapters on the chosen layers (ho_co.adapters), base frozen.
+- lora:   PEFT's own LoRA (`get_peft_model`), base frozen.
+- full:   plain full fine-tuning, the baseline.
+
+Targets default to every linear layer except the output head (PEFT's "all-linear"). Patterns
+go through `ho_co.replace_linear` (glob, dotted suffix, regex) for c2q and QuanTA, so GPT-2's
+Conv1D `c_attn`/`c_proj`/`c_fc` work; for LoRA they are handed to PEFT as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from torch import nn
+
+METHODS = ("c2q", "quanta", "lora", "full")
+
+
+@dataclass
+class MethodSpec:
+    """Everything needed to apply a method again (saved with the model, replayed on load)."""
+
+    method: str
+    target_modules: list[str] | None = None
+    exclude_modules: list[str] | None = None
+    order: int = 2  # c2q: HOLinear order K
+    dims: list[int] | None = None  # quanta: axis sizes of the reshaped features (None: automatic)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    replaced: list[str] = field(default_factory=list)  # filled by apply_method (c2q, quanta)
+    conv1d_modules: list[str] = field(default_factory=list)  # those of `replaced` that were Conv1D
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method == "c2q" and (not isinstance(self.order, int) or self.order < 2):
+            raise ValueError(f"c2q needs a HOLinear order >= 2 (order 1 is the plain Linear), got {self.order!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def output_head_names(model: nn.Module) -> list[str]:
+    """Name(s) of the output projection (lm_head): never a default target, often tied."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [name for name, module in model.named_modules() if head is not None and module is head]
+
+
+def _exclude(model: nn.Module, spec: MethodSpec) -> list[str]:
+    return list(spec.exclude_modules or []) + output_head_names(model)
+
+
+def apply_method(model: nn.Module, spec: MethodSpec) -> nn.Module:
+    """Apply `spec` to `model`; returns the model to train (a PeftModel for LoRA).
+
+    Fills `spec.replaced` with the converted module names, so a reload replays exactly them.
+    Raises ValueError when the targets select nothing.
+    """
+    if spec.method == "full":
+        model.requires_grad_(True)
+        return model
+    if spec.method == "lora":
+        return _apply_lora(model, spec)
+    report = _convert(model, spec, spec.target_modules, _exclude(model, spec))
+    if not report.replaced:
+        raise ValueError(f"{spec.method}: no module was converted\n{report}")
+    spec.replaced = [entry.name for entry in report.replaced]
+    spec.conv1d_modules = [entry.name for entry in report.replaced if entry.old_type == "Conv1D"]
+    print(report)
+    return model
+
+
+def replay(model: nn.Module, spec: MethodSpec) -> nn.Module:
+    """Convert exactly the modules named in `spec.replaced` again (for loading a saved model)."""
+    exact = [re.compile(re.escape(name)) for name in spec.replaced]
+    report = _convert(model, spec, exact, None)
+    if sorted(e.name for e in report.replaced) != sorted(spec.replaced):
+        raise ValueError(f"could not replay the {spec.method} conversion of {spec.replaced}:\n{report}")
+    return model
+
+
+def _convert(model: nn.Module, spec: MethodSpec, targets, exclude):
+    """c2q or QuanTA on the layers `targets`/`exclude` select; returns the ReplaceReport."""
+    from ho_co.adapters import apply_holinear, apply_quanta
+
+    if spec.method == "quanta":
+        return apply_quanta(model, targets, dims=spec.dims, exclude_modules=exclude)
+    report = apply_holinear(model, targets, order=spec.order, train="all", exclude_modules=exclude)
+    model.requires_grad_(True)  # C2Q-SFT: the converted model is fine-tuned as a whole
+    return report
+
+
+def _apply_lora(model: nn.Module, spec: MethodSpec) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=spec.target_modules or "all-linear",
+        exclude_modules=spec.exclude_modules,
+    )
+    return get_peft_model(model, config)

@@ -1,0 +1,269 @@
+"""MatNet / AM policies built from config, with HOLinear placed by `replace_linear`.
+
+`build_policy(name=..., ho={...})` is what the Hydra model configs instantiate: rl4co builds
+the policy, then `apply_ho` swaps the chosen layers. Two ways in:
+
+- scratch (`ho.mode: scratch`): `HOLinear(in, out, order=K)`, the paper's operator;
+- convert (`ho.mode: convert`): `HOLinear.from_linear(linear, K)` on a trained policy
+  (`init_from: CKPT`), same function at conversion, higher orders grow during fine-tuning.
+
+Placement is a list of preset names (`attention`, `ffn`, `decoder`, `mixer`, ...) or
+`replace_linear` name patterns. MatNet's mixed-score MLP is not an `nn.Linear` (it is raw
+per-head parameters inside `MixedScoresSDPA`), so `replace_linear` cannot see it; the `mixer`
+preset swaps that module for `HOMixedScoresSDPA`, which applies the same high-order operator
+to the MLP's first layer (two inputs per head: attention score and cost; order 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from rl4co.models.common.constructive.autoregressive import AutoregressivePolicy
+from rl4co.models.zoo.am import AttentionModelPolicy
+from rl4co.models.zoo.matnet.decoder import MatNetDecoder
+from rl4co.models.zoo.matnet.encoder import MatNetEncoder, MixedScoresSDPA
+
+from ho_co.layers import HOLinear
+from ho_co.replace import ReplaceReport, replace_linear
+
+# Preset placements: name -> replace_linear patterns, per policy family.
+PLACEMENTS: dict[str, dict[str, list[str]]] = {
+    "matnet": {
+        "attention": ["encoder.*.Wq", "encoder.*.Wkv", "encoder.*.out_proj"],
+        "ffn": ["encoder.*.ffn.*"],
+        "decoder": ["decoder.*"],
+    },
+    "am": {
+        "embedding": ["encoder.init_embedding.*"],
+        "attention": ["encoder.*.Wqkv", "encoder.*.out_proj"],
+        "ffn": ["encoder.*.lins.*"],
+        "decoder": ["decoder.*"],
+    },
+}
+MIXER = "mixer"  # MatNet's mixed-score MLP: not a Linear, handled by HOMixedScoresSDPA
+MODES = ("scratch", "convert")
+
+
+class HOMixedScoresSDPA(MixedScoresSDPA):
+    """MatNet's mixed-score attention with a high-order first mixer layer.
+
+    The mixer maps (score s, cost d) -> 16 hidden -> 1 per head. Its first layer, split into
+    the K=2 one-feature chunks, becomes HOLinear's prod(1 + z_i) - 1:
+        h = z_s + z_d + alpha * z_s * z_d + b,   z_s = s w_s, z_d = d w_d.
+    alpha is 1 (scratch: the exact operator) or a learnable per-head, per-unit `ho_scale`
+    starting at 0 (convert: same scores as the plain mixer at conversion).
+    """
+
+    @classmethod
+    def from_plain(cls, plain: MixedScoresSDPA, learnable_scale: bool) -> "HOMixedScoresSDPA":
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.num_heads, new.num_scores = plain.num_heads, plain.num_scores
+        if plain.num_scores != 1:
+            raise ValueError(f"HO mixer supports one cost matrix (num_scores=1), got {plain.num_scores}")
+        for name in ("mix_W1", "mix_b1", "mix_W2", "mix_b2"):
+            setattr(new, name, nn.Parameter(getattr(plain, name).detach().clone()))
+        if learnable_scale:
+            new.ho_scale = nn.Parameter(torch.zeros_like(new.mix_b1))  # [heads, hidden]
+        else:
+            new.register_parameter("ho_scale", None)
+        return new
+
+    def forward(self, q, k, v, attn_mask=None, dmat=None, dropout_p=0.0):
+        if dmat is None:
+            raise ValueError("MatNet mixed-score attention needs the cost matrix (dmat)")
+        scores = q @ k.transpose(-2, -1) / k.size(-1) ** 0.5  # [b, h, m, n]
+        w_s, w_d = self.mix_W1[:, 0], self.mix_W1[:, 1]  # [h, hidden] each
+        z_s = scores.unsqueeze(-1) * w_s[:, None, None, :]  # [b, h, m, n, hidden]
+        z_d = dmat[:, None, :, :, None] * w_d[:, None, None, :]
+        alpha = 1.0 if self.ho_scale is None else self.ho_scale[:, None, None, :]
+        hidden = F.relu(z_s + z_d + alpha * z_s * z_d + self.mix_b1[:, None, None, :])
+        mixed = torch.einsum("bhmnk,hk->bhmn", hidden, self.mix_W2[..., 0]) + self.mix_b2[:, :, None]  # [h, 1, 1]
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                attn_mask = attn_mask.clone()
+                attn_mask[~attn_mask.any(-1)] = True  # a fully masked row attends everywhere
+                mixed = mixed.masked_fill(~attn_mask, float("-inf"))
+            else:
+                mixed = mixed + attn_mask
+        weights = F.dropout(F.softmax(mixed, dim=-1), p=dropout_p) if dropout_p > 0 else F.softmax(mixed, dim=-1)
+        return weights @ v
+
+
+def matnet_policy(
+    embed_dim: int = 256,
+    num_encoder_layers: int = 5,
+    num_heads: int = 16,
+    feedforward_hidden: int = 512,
+    normalization: str = "instance",
+    use_graph_context: bool = False,
+    bias: bool = False,
+    init_embedding_mode: str = "RandomOneHot",
+    tanh_clipping: float = 10.0,
+    train_decode_type: str = "sampling",
+    val_decode_type: str = "greedy",
+    test_decode_type: str = "greedy",
+) -> AutoregressivePolicy:
+    """rl4co's MatNet (encoder, decoder) with every size reaching the modules.
+
+    Assembled from rl4co's MatNetEncoder/MatNetDecoder as `MatNetPolicy` does, because
+    MatNetPolicy 0.7.0 drops `feedforward_hidden` (its encoder is always 512 wide) and leaves
+    logit clipping at 0 where MatNet uses 10.
+    """
+    return AutoregressivePolicy(
+        encoder=MatNetEncoder(
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_layers=num_encoder_layers,
+            normalization=normalization,
+            feedforward_hidden=feedforward_hidden,
+            init_embedding_kwargs={"mode": init_embedding_mode},
+            bias=bias,
+        ),
+        decoder=MatNetDecoder(
+            env_name="atsp", embed_dim=embed_dim, num_heads=num_heads, use_graph_context=use_graph_context
+        ),
+        env_name="atsp",
+        tanh_clipping=tanh_clipping,
+        train_decode_type=train_decode_type,
+        val_decode_type=val_decode_type,
+        test_decode_type=test_decode_type,
+    )
+
+
+def am_policy(
+    embed_dim: int = 128,
+    num_encoder_layers: int = 6,
+    num_heads: int = 8,
+    feedforward_hidden: int = 512,
+    normalization: str = "instance",
+    use_graph_context: bool = False,
+    tanh_clipping: float = 10.0,
+    env_name: str = "tsp",
+) -> AttentionModelPolicy:
+    """rl4co's Attention Model policy with POMO's settings (6 layers, instance norm, no graph context)."""
+    return AttentionModelPolicy(
+        env_name=env_name,
+        embed_dim=embed_dim,
+        num_encoder_layers=num_encoder_layers,
+        num_heads=num_heads,
+        feedforward_hidden=feedforward_hidden,
+        normalization=normalization,
+        use_graph_context=use_graph_context,
+        tanh_clipping=tanh_clipping,
+    )
+
+
+BUILDERS = {"matnet": matnet_policy, "am": am_policy}
+
+
+def resolve_targets(family: str, targets: Iterable[str]) -> tuple[list[str], bool]:
+    """Preset names -> patterns; also says whether the MatNet mixer was asked for."""
+    presets = PLACEMENTS[family]
+    patterns: list[str] = []
+    mixer = False
+    for t in targets:
+        if t == MIXER:
+            if family != "matnet":
+                raise ValueError(f"the '{MIXER}' placement exists only in MatNet, not in {family!r}")
+            mixer = True
+        elif t == "all":
+            patterns += [p for ps in presets.values() for p in ps]
+            mixer = mixer or family == "matnet"
+        elif t in presets:
+            patterns += presets[t]
+        else:
+            patterns.append(t)  # a replace_linear pattern
+    return patterns, mixer
+
+
+def apply_ho(
+    policy: nn.Module,
+    family: str,
+    order: int,
+    targets: Iterable[str],
+    exclude: Iterable[str] | None = None,
+    mode: str = "scratch",
+) -> ReplaceReport:
+    """Put HOLinear (and the HO mixer) where `targets` say; returns replace_linear's report."""
+    if mode not in MODES:
+        raise ValueError(f"ho.mode must be one of {MODES}, got {mode!r}")
+    patterns, mixer = resolve_targets(family, list(targets))
+    if mode == "scratch":
+        make = lambda lin: HOLinear(lin.in_features, lin.out_features, order=order, bias=lin.bias is not None)
+    else:
+        make = lambda lin: HOLinear.from_linear(lin, order)
+    report = replace_linear(policy, make, targets=patterns, exclude=list(exclude or [])) if patterns else ReplaceReport()
+    if mixer:
+        if order != 2:
+            raise ValueError(f"the MatNet mixer has 2 inputs per head, so its HO order is 2 (got ho.order={order})")
+        for name, module in list(policy.named_modules()):
+            if type(module) is MixedScoresSDPA:
+                parent = policy.get_submodule(name.rpartition(".")[0])
+                parent.sdpa_fn = HOMixedScoresSDPA.from_plain(module, learnable_scale=mode == "convert")
+    return report
+
+
+def load_policy_weights(policy: nn.Module, path: str | Path) -> None:
+    """Load a policy's weights from a Lightning checkpoint (ours or rl4co's: keys `policy.*`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt)
+    policy_state = {k[len("policy."):]: v for k, v in state.items() if k.startswith("policy.")}
+    if not policy_state:
+        raise ValueError(f"{path}: no 'policy.*' weights in the checkpoint")
+    missing, unexpected = policy.load_state_dict(policy_state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit this policy (missing {missing[:5]}, unexpected {unexpected[:5]}); "
+            "init_from expects a checkpoint of the same architecture without HO layers"
+        )
+
+
+def _check_ho(ho: Mapping[str, Any] | None) -> dict | None:
+    ho = dict(ho) if ho else None
+    if ho is not None:
+        unknown = set(ho) - {"order", "targets", "exclude", "mode"}
+        if unknown:
+            raise ValueError(f"unknown ho option(s) {sorted(unknown)}; expected order, targets, exclude, mode")
+    return ho
+
+
+def assemble_policy(name: str, ho: Mapping[str, Any] | None = None, **kwargs) -> nn.Module:
+    """The architecture alone (fresh weights): how a checkpoint's policy is rebuilt to load it."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown policy {name!r}; expected one of {sorted(BUILDERS)}")
+    policy = BUILDERS[name](**kwargs)
+    ho = _check_ho(ho)
+    if ho is not None:
+        apply_ho(policy, name, int(ho.get("order", 2)), ho.get("targets") or ["all"], ho.get("exclude"),
+                 ho.get("mode", "scratch"))
+    return policy
+
+
+def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str | None = None, **kwargs) -> nn.Module:
+    """The policy `name` ("matnet" or "am") with sizes `kwargs`, HO layers from `ho`.
+
+    ho: {order: K, targets: [presets or patterns], exclude: [...], mode: scratch|convert}
+    or None for the plain policy. init_from: a checkpoint of the plain policy, loaded before
+    the HO layers go in (required by mode=convert, refused with mode=scratch).
+    """
+    ho = _check_ho(ho)
+    mode = (ho or {}).get("mode", "scratch")
+    if init_from is None and mode == "convert":
+        raise ValueError("ho.mode=convert needs model.policy.init_from=CKPT (a trained plain policy)")
+    if init_from is not None and ho is not None and mode != "convert":
+        raise ValueError("init_from with ho.mode=scratch would discard the loaded weights; use ho.mode=convert")
+    policy = assemble_policy(name, None, **kwargs)
+    if init_from is not None:
+        load_policy_weights(policy, init_from)
+    if ho is not None:
+        apply_ho(policy, name, int(ho.get("order", 2)), ho.get("targets") or ["all"], ho.get("exclude"), mode)
+    return policy

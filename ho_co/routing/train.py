@@ -1,0 +1,103 @@
+"""`ho-co train`: Hydra config -> rl4co env + model -> RL4COTrainer.fit.
+
+The configs follow rl4co's own layout (configs/experiment, model, env, trainer, callbacks,
+logger, paths). They are composed with Hydra's compose API rather than `@hydra.main`, so the
+command runs in the caller's directory and Lightning's DDP launcher can re-run the same
+command line for each rank. The config directory is found in a checkout (`<repo>/configs`),
+else in the installed package (`ho_co/configs`), else at `$HO_CO_CONFIG_DIR`.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def config_dir() -> Path:
+    """Where the Hydra configs live: $HO_CO_CONFIG_DIR, the checkout, or the package copy."""
+    candidates = []
+    if os.environ.get("HO_CO_CONFIG_DIR"):
+        candidates.append(Path(os.environ["HO_CO_CONFIG_DIR"]))
+    candidates.append(Path(__file__).resolve().parents[2] / "configs")  # <repo>/configs
+    candidates.append(Path(str(resources.files("ho_co"))) / "configs")  # installed package data
+    for path in candidates:
+        if (path / "main.yaml").is_file():
+            return path
+    raise FileNotFoundError(
+        "no ho-co configs found (looked in: " + ", ".join(str(p) for p in candidates) + "); "
+        "set HO_CO_CONFIG_DIR to a directory holding main.yaml"
+    )
+
+
+def experiments() -> list[str]:
+    """Names accepted by `experiment=NAME`."""
+    return sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The run config: main.yaml + `experiment=NAME` + `key=value` overrides, resolved."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    directory = config_dir()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+        try:
+            cfg = hydra_compose(config_name="main", overrides=list(overrides))
+        except HydraException as err:
+            known = ", ".join(experiments())
+            raise ValueError(f"bad config override ({err}); experiments: {known}") from err
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def per_rank_batch(batch_size: int, world_size: int, key: str) -> int:
+    """POMO's batch is the global batch: each of `world_size` processes takes its share."""
+    if batch_size % world_size:
+        raise ValueError(f"{key}={batch_size} does not split over {world_size} processes; use a multiple")
+    return batch_size // world_size
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the configured model; returns paths and final metrics."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from ho_co.routing.callbacks import RankSeed, StoreConfig
+
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    env = instantiate(cfg.env)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += [RankSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    world = trainer.world_size
+    sizes = {"batch_size": per_rank_batch(cfg.model.batch_size, world, "model.batch_size")}
+    if cfg.model.get("val_batch_size"):
+        sizes["val_batch_size"] = per_rank_batch(cfg.model.val_batch_size, world, "model.val_batch_size")
+    model = instantiate(cfg.model, env=env, **sizes)
+
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    trainer.fit(model, ckpt_path=cfg.get("ckpt_path"))
+
+    ckpt = trainer.checkpoint_callback
+    return {
+        "output_dir": str(output_dir),
+        "best_checkpoint": getattr(ckpt, "best_model_path", None),
+        "last_checkpoint": getattr(ckpt, "last_model_path", None),
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+    }

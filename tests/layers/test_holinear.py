@@ -1,0 +1,170 @@
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ho_co.layers import HOLinear, chunk_sizes
+
+
+def kron_reference(layer: HOLinear, x: torch.Tensor) -> torch.Tensor:
+    """The paper's definition, built literally: x^ = kron_i [x_i; 1], w^_m = kron_i [w_mi; 1]."""
+    x_chunks = torch.tensor_split(x, layer.order, dim=-1)
+    w_chunks = torch.tensor_split(layer.weight, layer.order, dim=-1)
+    one = torch.ones(1, dtype=x.dtype)
+    rows = []
+    for row in x.reshape(-1, layer.in_features):
+        x_hat = torch.ones(1, dtype=x.dtype)
+        for chunk in torch.tensor_split(row, layer.order):
+            x_hat = torch.kron(x_hat, torch.cat([chunk, one]))
+        outputs = []
+        for m in range(layer.out_features):
+            w_hat = torch.ones(1, dtype=x.dtype)
+            for w_chunk in w_chunks:
+                w_hat = torch.kron(w_hat, torch.cat([w_chunk[m], one]))
+            outputs.append(w_hat @ x_hat - 1)
+        rows.append(torch.stack(outputs))
+    y = torch.stack(rows).reshape(*x.shape[:-1], layer.out_features)
+    assert len(x_chunks) == layer.order
+    return y + layer.bias if layer.bias is not None else y
+
+
+def subsets_reference(layer: HOLinear, x: torch.Tensor) -> torch.Tensor:
+    """W x + b + sum over subsets |S| >= 2 of prod z_i: the expanded form of the same operator."""
+    zs = [c @ w.T for c, w in zip(torch.tensor_split(x, layer.order, -1), torch.tensor_split(layer.weight, layer.order, -1))]
+    y = x @ layer.weight.T + (layer.bias if layer.bias is not None else 0)
+    for size in range(2, layer.order + 1):
+        for subset in itertools.combinations(zs, size):
+            y = y + math.prod(subset)
+    return y
+
+
+@pytest.mark.parametrize("in_features,order", [(4, 2), (6, 3), (7, 3), (9, 4), (5, 5), (10, 4), (3, 1)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_explicit_kron_construction(in_features, order, bias):
+    torch.manual_seed(in_features * 10 + order)
+    layer = HOLinear(in_features, 3, order=order, bias=bias).double()
+    x = torch.randn(2, 3, in_features, dtype=torch.double)
+    expected = kron_reference(layer, x)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer(x), subsets_reference(layer, x), rtol=1e-10, atol=1e-12)
+
+
+def test_uneven_chunks_follow_tensor_split():
+    assert chunk_sizes(10, 4) == [3, 3, 2, 2]
+    assert chunk_sizes(8, 4) == [2, 2, 2, 2]
+    assert chunk_sizes(7, 7) == [1] * 7
+    assert [len(c) for c in torch.tensor_split(torch.arange(10), 4)] == chunk_sizes(10, 4)
+
+
+def test_order_one_is_nn_linear_and_state_dict_loads():
+    torch.manual_seed(0)
+    linear = nn.Linear(12, 5)
+    layer = HOLinear(12, 5, order=1)
+    layer.load_state_dict(linear.state_dict())
+    x = torch.randn(4, 12)
+    torch.testing.assert_close(layer(x), linear(x))
+    # Same names and shapes as nn.Linear at any order, so checkpoints load both ways.
+    assert {k: v.shape for k, v in HOLinear(12, 5, order=3).state_dict().items()} == {
+        k: v.shape for k, v in linear.state_dict().items()
+    }
+
+
+def test_from_linear_is_exact_at_init_and_trains_high_order_strength():
+    torch.manual_seed(1)
+    linear = nn.Linear(16, 8)
+    layer = HOLinear.from_linear(linear, order=4)
+    assert "ho_scale" in dict(layer.named_parameters())
+    x = torch.randn(32, 16)
+    torch.testing.assert_close(layer(x), linear(x), rtol=1e-6, atol=1e-6)
+
+    # The from-scratch layer with the same weights is the same operator at ho_scale = 1:
+    # training only ho_scale towards its outputs must move ho_scale from 0 towards 1.
+    target = HOLinear(16, 8, order=4)
+    target.load_state_dict(linear.state_dict())
+    y_target = target(x * 2).detach()
+    optimizer = torch.optim.SGD([layer.ho_scale], lr=5.0)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = (layer(x * 2) - y_target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert layer.ho_scale.mean() > 0.1
+
+
+def test_from_linear_rejects_non_linear():
+    with pytest.raises(TypeError, match="nn.Linear"):
+        HOLinear.from_linear(nn.Conv1d(3, 3, 1), order=2)
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(2)
+    layer = HOLinear(7, 3, order=3).double()
+    x = torch.randn(4, 7, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,)),
+                                    (x, layer.weight, layer.bias))
+    converted = HOLinear.from_linear(nn.Linear(7, 3).double(), order=3)
+    with torch.no_grad():
+        converted.ho_scale.fill_(0.7)
+    assert torch.autograd.gradcheck(converted, (x,))
+
+
+def test_torch_func_grad_and_vmap():
+    layer = HOLinear(6, 2, order=3).double()
+    params = dict(layer.named_parameters())
+    x = torch.randn(5, 6, dtype=torch.double)
+    grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x,)).sum())(params)
+    assert set(grads) == {"weight", "bias"} and all(torch.isfinite(g).all() for g in grads.values())
+    per_row = torch.func.vmap(layer)(x)
+    torch.testing.assert_close(per_row, layer(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_order_eight_is_finite_in_training(dtype):
+    torch.manual_seed(3)
+    layer = HOLinear(256, 64, order=8)
+    x = torch.randn(512, 256)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        y = layer(x)
+        loss = y.float().pow(2).mean()
+    loss.backward()
+    assert y.dtype == dtype
+    assert torch.isfinite(y).all()
+    assert torch.isfinite(layer.weight.grad).all() and torch.isfinite(layer.bias.grad).all()
+    assert layer.weight.grad.abs().sum() > 0
+
+
+def test_bf16_keeps_small_first_order_terms():
+    # prod(1+z)-1 formed naively in bf16 would round (1 + 1e-3) to 1 and lose W x entirely.
+    layer = HOLinear(8, 4, order=4, bias=False)
+    x = torch.randn(16, 8) * 1e-3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    torch.testing.assert_close(y.float(), x @ layer.weight.T, rtol=2e-2, atol=1e-6)
+
+
+def test_any_leading_shape_and_compile():
+    torch.manual_seed(4)
+    layer = HOLinear(10, 6, order=3)
+    x = torch.randn(2, 3, 4, 10)
+    y = layer(x)
+    assert y.shape == (2, 3, 4, 6)
+    torch.testing.assert_close(layer(x.reshape(-1, 10)).reshape(2, 3, 4, 6), y)
+    assert layer(torch.randn(10)).shape == (6,)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), y)
+
+
+@pytest.mark.parametrize("order", [0, -1, 11, 2.0])
+def test_bad_order_raises(order):
+    with pytest.raises(ValueError, match="order"):
+        HOLinear(10, 4, order=order)
+
+
+def test_wrong_input_width_raises():
+    with pytest.raises(ValueError, match="last dim 10"):
+        HOLinear(10, 4, order=2)(torch.randn(3, 9))

@@ -1,0 +1,207 @@
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ho_co.layers import QuanTALinear
+from ho_co.layers.quanta import factorize, gate_pairs, quanta_dims
+
+F64 = torch.float64
+
+
+def gate_matrix(gate: torch.Tensor, m: int, n: int, before: list[int], after: list[int]) -> torch.Tensor:
+    """The full matrix of one two-axis gate, entry by entry: identity on every other axis."""
+    rows = list(itertools.product(*[range(d) for d in after]))
+    cols = list(itertools.product(*[range(d) for d in before]))
+    full = torch.zeros(len(rows), len(cols), dtype=gate.dtype)
+    for r, out_index in enumerate(rows):
+        for c, in_index in enumerate(cols):
+            if all(out_index[k] == in_index[k] for k in range(len(before)) if k not in (m, n)):
+                full[r, c] = gate[out_index[m], out_index[n], in_index[m], in_index[n]]
+    return full
+
+
+def circuit_matrix(gates, dims, out_dims) -> torch.Tensor:
+    """prod of the gates' full matrices, first gate rightmost: the explicit d_out x d_in operator."""
+    current = list(dims)
+    full = torch.eye(math.prod(dims), dtype=gates[0].dtype)
+    for gate, (m, n) in zip(gates, gate_pairs(len(dims))):
+        after = current.copy()
+        after[m], after[n] = out_dims[m], out_dims[n]
+        full = gate_matrix(gate, m, n, current, after) @ full
+        current = after
+    return full
+
+
+def randomize(layer: QuanTALinear, scale: float = 1.0) -> None:
+    """Move T away from S, as training would."""
+    with torch.no_grad():
+        for t in layer.quanta_T:
+            t.add_(scale * torch.randn_like(t))
+
+
+SHAPES = [
+    ((3, 4), (3, 4)),  # N=2 square
+    ((3, 4), (5, 2)),  # N=2 non-square
+    ((2, 3, 2), (2, 3, 2)),  # N=3 square
+    ((2, 3, 2), (3, 1, 4)),  # N=3 non-square
+    ((2, 2, 3, 2), (2, 2, 3, 2)),  # N=4 square
+    ((2, 2, 2, 2), (3, 2, 1, 2)),  # N=4 non-square
+]
+
+
+@pytest.mark.parametrize("dims,out_dims", SHAPES)
+def test_forward_equals_explicit_operator(dims, out_dims):
+    torch.manual_seed(0)
+    base = nn.Linear(math.prod(dims), math.prod(out_dims), dtype=F64)
+    layer = QuanTALinear(base, dims=dims, out_dims=out_dims)
+    randomize(layer)
+    t_full = circuit_matrix(list(layer.quanta_T), dims, out_dims)
+    s_full = circuit_matrix(layer.frozen_gates(), dims, out_dims)
+    x = torch.randn(2, 3, math.prod(dims), dtype=F64)
+    expected = x @ (base.weight + t_full - s_full).T + base.bias
+    torch.testing.assert_close(layer(x), expected)
+    torch.testing.assert_close(layer.delta_weight(), t_full - s_full)
+
+
+def test_seed_example_n3_formula():
+    """(T x)_{i1 i2 i3} = sum T1_{i1,i2;k1,k2} T2_{k1,i3;j1,k3} T3_{k2,k3;j2,j3} x_{j1,j2,j3}."""
+    torch.manual_seed(1)
+    dims = (2, 3, 4)
+    layer = QuanTALinear(nn.Linear(24, 24, bias=False, dtype=F64), dims=dims)
+    randomize(layer)
+    with torch.no_grad():
+        for s in layer.frozen_gates():
+            s.zero_()  # leaves base(x) + T(x)
+    t3, t2, t1 = layer.quanta_T  # applied first to last
+    x = torch.randn(5, *dims, dtype=F64)
+    tx = torch.einsum("abcd,cefg,dghi,zfhi->zabe", t1, t2, t3, x)
+    expected = x.reshape(5, 24) @ layer.base_layer.weight.T + tx.reshape(5, 24)
+    torch.testing.assert_close(layer(x.reshape(5, 24)), expected)
+
+
+@pytest.mark.parametrize("dims,out_dims", SHAPES)
+def test_zero_delta_at_init(dims, out_dims):
+    torch.manual_seed(2)
+    base = nn.Linear(math.prod(dims), math.prod(out_dims))
+    layer = QuanTALinear(base, dims=dims, out_dims=out_dims)
+    x = torch.randn(4, 7, base.in_features)
+    torch.testing.assert_close(layer(x), base(x), rtol=0, atol=1e-6)
+    assert layer.delta_weight().abs().max() <= 1e-6
+    # T itself is not zero: the gates start well conditioned, only T - S is zero.
+    assert all(t.abs().max() > 0 for t in layer.quanta_T)
+
+
+def test_zero_delta_at_init_bfloat16():
+    torch.manual_seed(3)
+    base = nn.Linear(64, 64, dtype=torch.bfloat16)
+    layer = QuanTALinear(base, dims=(4, 4, 4))
+    x = torch.randn(8, 64, dtype=torch.bfloat16)
+    y = layer(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, base(x), rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("dims,out_dims", [((4, 4, 4), (4, 4, 4)), ((4, 2, 4), (2, 3, 4))])
+def test_merge_unmerge_round_trip(dims, out_dims):
+    torch.manual_seed(4)
+    base = nn.Linear(math.prod(dims), math.prod(out_dims))
+    w0 = base.weight.detach().clone()
+    layer = QuanTALinear(base, dims=dims, out_dims=out_dims)
+    randomize(layer, 0.3)
+    x = torch.randn(6, base.in_features)
+    unmerged = layer(x)
+    delta = layer.delta_weight().detach()
+    merged = layer.merge()
+    assert type(merged) is nn.Linear
+    torch.testing.assert_close(merged.weight, w0 + delta)
+    torch.testing.assert_close(merged(x), unmerged, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(x), unmerged, rtol=1e-5, atol=1e-5)  # wrapper, merged
+    layer.unmerge()
+    torch.testing.assert_close(layer.base_layer.weight, w0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(layer(x), unmerged, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims,out_dims", [((4, 4, 4), (4, 4, 4)), ((2, 2, 2, 2, 2, 2), (2, 2, 2, 2, 2, 2)), ((4, 4, 4), (6, 4, 2))])
+def test_delta_rank_beats_equal_parameter_lora(dims, out_dims):
+    torch.manual_seed(5)
+    d_in, d_out = math.prod(dims), math.prod(out_dims)
+    layer = QuanTALinear(nn.Linear(d_in, d_out, dtype=F64), dims=dims, out_dims=out_dims)
+    randomize(layer)
+    n_params = sum(t.numel() for t in layer.quanta_T)
+    lora_rank = n_params // (d_in + d_out)  # LoRA B @ A with the same number of parameters
+    rank = torch.linalg.matrix_rank(layer.delta_weight().detach()).item()
+    assert rank > lora_rank
+    assert rank == min(d_in, d_out)
+
+
+def test_only_T_trains():
+    torch.manual_seed(6)
+    base = nn.Linear(24, 24)
+    layer = QuanTALinear(base, dims=(2, 3, 4))
+    trainable = [name for name, p in layer.named_parameters() if p.requires_grad]
+    assert trainable == ["quanta_T.0", "quanta_T.1", "quanta_T.2"]
+    assert {name for name, _ in layer.named_buffers()} == {"quanta_S.0", "quanta_S.1", "quanta_S.2"}
+    frozen_before = {k: v.clone() for k, v in layer.state_dict().items() if not k.startswith("quanta_T")}
+    layer(torch.randn(5, 24)).pow(2).sum().backward()
+    assert base.weight.grad is None and base.bias.grad is None
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in layer.quanta_T)
+    optimizer = torch.optim.SGD([p for p in layer.parameters() if p.requires_grad], lr=0.1)
+    optimizer.step()
+    for key, value in layer.state_dict().items():
+        if key in frozen_before:
+            assert torch.equal(value, frozen_before[key]), key
+    assert layer.delta_weight().abs().max() > 0  # T moved, S did not
+
+
+def test_state_dict_round_trip_into_fresh_layer():
+    torch.manual_seed(7)
+    base = nn.Linear(24, 12)
+    layer = QuanTALinear(base, dims=(2, 3, 4))
+    randomize(layer)
+    fresh = QuanTALinear(nn.Linear(24, 12), dims=(2, 3, 4))
+    fresh.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 24)
+    torch.testing.assert_close(fresh(x), layer(x))
+
+
+def test_factorize():
+    assert factorize(4096, 3) == (16, 16, 16)
+    assert factorize(4096, 4) == (8, 8, 8, 8)
+    assert factorize(11008, 3) == (43, 16, 16)
+    assert factorize(13, 3) == (13, 1, 1)
+    for n in [1, 6, 24, 30, 768, 1000, 3072]:
+        for k in [2, 3, 4]:
+            assert math.prod(factorize(n, k)) == n and len(factorize(n, k)) == k
+
+
+def test_automatic_dims():
+    layer = QuanTALinear(nn.Linear(64, 24), n_axes=3)
+    assert layer.dims == (4, 4, 4) and layer.out_dims == (4, 3, 2)
+    assert quanta_dims(4096, 4096) == ((16, 16, 16), (16, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"dims": (4, 4, 2)}, r"\(4, 4, 2\) multiply to 32, but the layer has 64 input"),
+        ({"dims": (8, 8), "out_dims": (4, 4)}, r"\(4, 4\) multiply to 16, but the layer has 48 output"),
+        ({"dims": (8, 0, 8)}, r"integer >= 1, got 0"),
+        ({"dims": (-8, -8)}, r"integer >= 1, got -8"),
+        ({"dims": (64,)}, r"at least 2 axes"),
+        ({"dims": (8, 8), "out_dims": (4, 4, 3)}, r"same number of axes"),
+    ],
+)
+def test_bad_dims_raise_with_numbers(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QuanTALinear(nn.Linear(64, 48), **kwargs)
+
+
+def test_bad_base_and_bad_input():
+    with pytest.raises(TypeError, match="nn.Linear"):
+        QuanTALinear(nn.Conv1d(4, 4, 1))
+    layer = QuanTALinear(nn.Linear(16, 16), dims=(4, 4))
+    with pytest.raises(ValueError, match="last dim 16"):
+        layer(torch.randn(2, 15))
