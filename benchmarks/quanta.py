@@ -7,13 +7,17 @@ Training step = forward + backward of one layer, the input requiring grad as it 
 middle of a network. LoRA is PEFT's (`pip install peft`), else a plain B @ A of the same
 rank; its rank r gives r * (in + out) parameters, the nearest to QuanTA's gate count.
 Merged inference = `merge_and_unload` output vs the base nn.Linear (both under no_grad):
-the ratio should be 1. Each timing is torch.utils.benchmark's (it synchronizes CUDA).
+the ratio should be 1. The cases take turns (see `interleaved`), so the ratios hold on a
+shared machine better than the absolute times.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
+import statistics
+from typing import Callable
 
 import torch
 from torch import nn
@@ -56,15 +60,34 @@ def lora_model(features: int, rank: int, device, dtype) -> tuple[nn.Module, str]
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules=["proj"])), "PEFT LoraConfig"
 
 
-def train_step(model: nn.Module, x: torch.Tensor) -> None:
-    model(x).sum().backward()
+def train_step(model: nn.Module, x: torch.Tensor):
+    return lambda: model(x).sum().backward()
 
 
-def time_it(label: str, stmt: str, min_run_time: float, **env) -> float:
-    timer = benchmark.Timer(stmt=stmt, globals={"train_step": train_step, "torch": torch, **env})
-    seconds = timer.blocked_autorange(min_run_time=min_run_time).median
-    print(f"  {label:<34} {seconds * 1e3:10.1f} ms", flush=True)
-    return seconds
+def inference(model: nn.Module, x: torch.Tensor):
+    def run():
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
+def interleaved(cases: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per case and round, the cases taking turns each round so that a busy machine
+    slows them alike. Timer.timeit synchronizes CUDA."""
+    for run in cases.values():  # warm-up: allocator, kernels, PEFT's first call
+        run()
+    times: dict[str, list[float]] = {label: [] for label in cases}
+    for round_ in range(rounds):
+        for label, run in cases.items():
+            times[label].append(benchmark.Timer("run()", globals={"run": run}).timeit(1).mean)
+        print(f"  round {round_ + 1}/{rounds}: " + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times.items()), flush=True)
+    return times
+
+
+def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over rounds of a/b within each round (both timed seconds apart)."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 def main() -> None:
@@ -74,7 +97,7 @@ def main() -> None:
     parser.add_argument("--dims", default=None, help="QuanTA factorization of --features (default: 3 balanced axes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
-    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs per case (median reported)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -97,24 +120,25 @@ def main() -> None:
     print(f"{args.features}x{args.features}, {args.tokens} tokens, {dtype}, {device}{threads}")
     print(f"QuanTA dims {dims}: {n_quanta:,d} trainable; LoRA ({lora_kind}) r={rank}: {n_lora:,d} trainable")
 
-    print("training step (forward + backward):")
-    t_base = time_it("base nn.Linear (frozen)", "train_step(m, x)", args.min_run_time, m=base, x=x)
-    t_lora = time_it(f"LoRA r={rank}", "train_step(m, x)", args.min_run_time, m=lora, x=x)
-    t_quanta = time_it(f"QuanTA {dims}", "train_step(m, x)", args.min_run_time, m=quanta, x=x)
-
-    print("inference (no_grad):")
-    merged = merge_and_unload(quanta)
-    with torch.no_grad():
-        xi = x.detach()
-        t_infer_base = time_it("base nn.Linear", "m(x)", args.min_run_time, m=base, x=xi)
-        t_merged = time_it("QuanTA merged", "m(x)", args.min_run_time, m=merged, x=xi)
-
-    print("ratios:")
-    print(f"  QuanTA / LoRA   training step  {t_quanta / t_lora:6.2f}x")
-    print(f"  QuanTA / base   training step  {t_quanta / t_base:6.2f}x")
-    print(f"  LoRA   / base   training step  {t_lora / t_base:6.2f}x")
-    print(f"  merged / base   inference      {t_merged / t_infer_base:6.2f}x")
-
+    merged = merge_and_unload(copy.deepcopy(quanta))
+    t = interleaved(
+        {
+            "base": train_step(base, x),
+            "lora": train_step(lora, x),
+            "quanta": train_step(quanta, x),
+            "base-infer": inference(base, x.detach()),
+            "merged-infer": inference(merged, x.detach()),
+        },
+        args.rounds,
+    )
+    print("median seconds:")
+    for label, seconds in t.items():
+        print(f"  {label:<14} {statistics.median(seconds) * 1e3:10.1f} ms")
+    print("ratios (median over rounds of the ratio within a round):")
+    print(f"  QuanTA / LoRA   training step  {ratio(t, 'quanta', 'lora'):6.2f}x")
+    print(f"  QuanTA / base   training step  {ratio(t, 'quanta', 'base'):6.2f}x")
+    print(f"  LoRA   / base   training step  {ratio(t, 'lora', 'base'):6.2f}x")
+    print(f"  merged / base   inference      {ratio(t, 'merged-infer', 'base-infer'):6.2f}x")
 
 if __name__ == "__main__":
     main()

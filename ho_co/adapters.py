@@ -269,17 +269,26 @@ def _check_target(model: nn.Module, name: str, spec: dict[str, Any], file: Path)
     if spec["method"] == "quanta":
         if isinstance(module, QuanTALinear):
             if (list(module.dims), list(module.out_dims)) != (spec["dims"], spec["out_dims"]):
-                raise ValueError(f"{where} is a QuanTALinear with dims {module.dims}->{module.out_dims}, not {spec['dims']}->{spec['out_dims']}")
+                raise ValueError(
+                    f"{where} is a QuanTALinear with dims {module.dims}->{module.out_dims}, "
+                    f"not {spec['dims']}->{spec['out_dims']}"
+                )
             if module.merged:
                 raise ValueError(f"{where} is merged: unmerge() it before loading new gates")
             return False
     elif isinstance(module, HOLinear) and module.ho_scale is not None:
         if module.order != spec["order"] or _holinear_train(module) != spec["train"]:
-            raise ValueError(f"{where} is a HOLinear of order {module.order} ({_holinear_train(module)}), not {spec['order']} ({spec['train']})")
+            raise ValueError(
+                f"{where} is a HOLinear of order {module.order} ({_holinear_train(module)}), "
+                f"not {spec['order']} ({spec['train']})"
+            )
         return False
     if not (isinstance(module, nn.Linear) or is_conv1d(module)):
         raise ValueError(f"{where} is a {type(module).__name__}, expected nn.Linear or GPT-2 Conv1D")
-    n_in, n_out = (module.in_features, module.out_features) if isinstance(module, nn.Linear) else tuple(module.weight.shape)
+    if isinstance(module, nn.Linear):
+        n_in, n_out = module.in_features, module.out_features
+    else:  # Conv1D stores its weight as [in, out]
+        n_in, n_out = module.weight.shape
     try:
         if spec["method"] == "quanta":
             quanta_dims(n_in, n_out, spec["dims"], spec["out_dims"])
@@ -293,15 +302,18 @@ def _check_target(model: nn.Module, name: str, spec: dict[str, Any], file: Path)
 def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     """Re-apply a saved adapter to `model` (a fresh base model) and load its weights, strictly.
 
-    Modules already adapted with the same spec are reused. Every key of the file must fit a
-    tensor of the adapted modules (same shape) and every such tensor must be in the file;
-    otherwise ValueError naming the keys. Returns `model` (changed in place).
+    Modules already adapted with the same spec are reused. The config is checked against the
+    model before anything changes (module names, types, sizes). Then every key of the weights
+    file must fit a tensor of the adapted modules (same shape) and every such tensor must be in
+    the file, otherwise ValueError naming the keys (the model is then adapted but not loaded).
+    Returns `model` (changed in place).
     """
     from safetensors.torch import load_file
 
     folder = Path(path)
     modules = _read_config(folder)
-    to_apply = {name: spec for name, spec in modules.items() if _check_target(model, name, spec, folder / CONFIG_NAME)}
+    config_file = folder / CONFIG_NAME
+    to_apply = {name: spec for name, spec in modules.items() if _check_target(model, name, spec, config_file)}
     weights_file = folder / WEIGHTS_NAME
     if not weights_file.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {folder}")
@@ -310,7 +322,8 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     for name, spec in to_apply.items():
         target = re.compile(re.escape(name))
         if spec["method"] == "quanta":
-            apply_quanta(model, target, dims=spec["dims"], out_dims=spec["out_dims"], dropout=spec.get("dropout", 0.0))
+            dropout = spec.get("dropout", 0.0)
+            apply_quanta(model, target, dims=spec["dims"], out_dims=spec["out_dims"], dropout=dropout)
         else:
             apply_holinear(model, target, order=spec["order"], train=spec["train"])
     _mark_only_adapters_trainable(model)
@@ -322,10 +335,14 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     missing = sorted(set(expected) - set(saved))
     unexpected = sorted(set(saved) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{weights_file} does not fit {folder / CONFIG_NAME}: missing keys {missing}, unexpected keys {unexpected}")
+        raise ValueError(
+            f"{weights_file} does not fit {config_file}: missing keys {missing}, unexpected keys {unexpected}"
+        )
     for key, tensor in expected.items():
         if saved[key].shape != tensor.shape:
-            raise ValueError(f"{weights_file}: {key} has shape {tuple(saved[key].shape)}, the model expects {tuple(tensor.shape)}")
+            raise ValueError(
+                f"{weights_file}: {key} has shape {tuple(saved[key].shape)}, the model expects {tuple(tensor.shape)}"
+            )
     with torch.no_grad():
         for key, tensor in expected.items():
             tensor.copy_(saved[key])

@@ -101,6 +101,8 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
+        import torch
+
         from ho_co.llm.lm_eval import multiple_choice, perplexity
         from ho_co.llm.saving import load_finetuned
 
@@ -108,6 +110,7 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
             return _llm_error("lm-eval", ValueError("give --text FILE, --choices FILE, or both"))
         try:
             model, tokenizer = load_finetuned(args.model, base_model=args.base_model)
+            model.to("cuda" if torch.cuda.is_available() else "cpu")
             results = {}
             if args.text:
                 results["text"] = perplexity(model, tokenizer, args.text, args.block_size, args.stride)
@@ -143,7 +146,7 @@ def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
             summary = pretrain(config)
         except (OmegaConfBaseException, ValueError, FileNotFoundError) as err:
             return _llm_error("pretrain", err)
-        print(json.dumps({k: summary[k] for k in ("final_val_loss", "best_val_loss")}, indent=2))
+        print(json.dumps({k: summary[k] for k in ("final_val_loss", "best_val_loss", "train_runtime_s")}, indent=2))
         return 0
 
     p.set_defaults(handler=run, accepts_overrides=True)
@@ -214,9 +217,66 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-data", help="write a deterministic TSP/ATSP instance set (.npz)")
+    p.add_argument("--problem", choices=("tsp", "atsp"), required=True)
+    p.add_argument("--num-loc", type=int, required=True, help="nodes per instance (N)")
+    p.add_argument("--size", type=int, required=True, help="number of instances (B)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True, help="output .npz")
+
+    def run(args: argparse.Namespace) -> int:
+        from ho_co.routing.instances import generate_atsp, generate_tsp, save_instances
+
+        try:
+            if args.problem == "tsp":
+                path = save_instances(args.out, locs=generate_tsp(args.num_loc, args.size, args.seed))
+            else:
+                path = save_instances(
+                    args.out, cost_matrix=generate_atsp(args.num_loc, args.size, args.seed))
+        except ValueError as err:
+            print(f"ho-co make-data: error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.size} {args.problem.upper()}-{args.num_loc} instances to {path}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _cmd_solve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("solve", help="reference tours for an instance set (Concorde, exact MIP, baselines)")
+    p.add_argument("--solver", choices=("concorde", "exact", "lkh", "ortools", "nearest", "insertion"),
+                   help="default: concorde if installed, else exact (HiGHS)")
+    p.add_argument("--instances", required=True, help="instances (.npz: locs or cost_matrix; TSPLIB)")
+    p.add_argument("--out", required=True, help="output .npz: tours, lengths, optimal, solver")
+    p.add_argument("--workers", type=int, default=1, help="solver processes (default 1)")
+    p.add_argument("--time-limit", type=float, help="seconds per instance (concorde, exact, ortools)")
+
+    def run(args: argparse.Namespace) -> int:
+        from ho_co.routing.instances import load_instances
+        from ho_co.solvers import SolverUnavailable, default_optimal_solver, solve_instances
+
+        solver = args.solver or default_optimal_solver()
+        try:
+            inst = load_instances(args.instances)
+            arrays = {"locs": inst.locs} if inst.locs is not None else {"cost_matrix": inst.cost_matrix}
+            refs = solve_instances(solver, **arrays, out=args.out, workers=args.workers,
+                                   time_limit=args.time_limit)
+        except (ValueError, FileNotFoundError, SolverUnavailable, RuntimeError) as err:
+            print(f"ho-co solve: error: {err}", file=sys.stderr)
+            return 2
+        print(f"{solver}: {len(refs.lengths)} tours, mean length {refs.lengths.mean():.6f}, "
+              f"{int(refs.optimal.sum())} proven optimal -> {args.out}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 # Subcommands register here, one line each, in the order `ho-co --help` lists them.
 COMMANDS = [
     _cmd_version,
+    _cmd_make_data,
+    _cmd_solve,
     _cmd_train,
     _cmd_eval,
     _cmd_finetune,

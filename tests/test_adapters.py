@@ -200,7 +200,8 @@ def test_load_errors_are_clear(tmp_path):
     del tensors["layers.1.q_proj.quanta_S.0"]
     tensors["layers.1.q_proj.quanta_T.9"] = torch.zeros(1)
     save_file(tensors, weights)
-    with pytest.raises(ValueError, match=r"missing keys \['layers\.1\.q_proj\.quanta_S\.0'\], unexpected keys \['layers\.1\.q_proj\.quanta_T\.9'\]"):
+    message = r"missing keys \['layers\.1\.q_proj\.quanta_S\.0'\], unexpected keys \['layers\.1\.q_proj\.quanta_T\.9'\]"
+    with pytest.raises(ValueError, match=message):
         load_adapter(tiny(), tmp_path)
 
     tensors = load_file(weights)
@@ -242,7 +243,9 @@ def test_merge_and_unload():
 
 def test_gpt2_conv1d_round_trip(tmp_path):
     transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
 
     def gpt2():
         torch.manual_seed(0)

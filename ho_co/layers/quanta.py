@@ -21,8 +21,8 @@ directly, and it is the layout the paper's results were obtained with.
 
 Initialization (the official "sum_opposite_freeze_one"): each gate is drawn like the weight of
 a linear map from its (i_m i_n) inputs to its (o_m o_n) outputs (kaiming-uniform, unit gain),
-and S is a frozen copy of it, so T - S = 0 at init while T is already well conditioned (a
-zero T would make every gate's gradient vanish: the gates multiply).
+and S is a frozen copy of it, so T - S = 0 at init while T is already well conditioned (with a
+zero T, each gate's gradient, a product of the other gates, would be zero).
 
 Non-square layers (in != out): unlike the official code, which pads the input and crops the
 output of one max(in, out)-sized factorization, we use two factorizations with the same N,
@@ -42,6 +42,9 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+
+HALF = (torch.float16, torch.bfloat16)
 
 
 def factorize(n: int, n_axes: int) -> tuple[int, ...]:
@@ -103,6 +106,13 @@ def quanta_dims(
         raise ValueError(
             f"QuanTA input dims {dims} and output dims {out_dims} must have the same number of axes"
         )
+    n_params = sum(math.prod(shape) for shape in gate_shapes(dims, out_dims))
+    if n_params > in_features * out_features:  # e.g. a prime size p: (p, 1, 1) makes two p x p gates
+        raise ValueError(
+            f"QuanTA dims {dims} -> {out_dims} need {n_params} gate parameters, more than a dense "
+            f"{out_features}x{in_features} update ({in_features * out_features}); "
+            "pass smaller dims or leave the layer out"
+        )
     return dims, out_dims
 
 
@@ -124,15 +134,19 @@ def gate_shapes(dims: Sequence[int], out_dims: Sequence[int]) -> list[tuple[int,
 def _circuit_equations(n_axes: int) -> list[str]:
     """einsum equations, one per gate, on [branch z, rows r, axis_0, ..., axis_{N-1}].
 
-    The first equation takes the input without the branch axis (it broadcasts x to T and S).
+    Branch z = 0 runs the gates T, z = 1 the gates S. The first gate broadcasts the input to
+    both branches; the last one sums them (its S branch is negated), giving T(x) - S(x)
+    without slicing (whose backward would allocate and fill a zero tensor of both branches).
     """
     axes = [chr(ord("a") + i) for i in range(n_axes)]
+    pairs = gate_pairs(n_axes)
     equations = []
-    for index, (m, n) in enumerate(gate_pairs(n_axes)):
+    for index, (m, n) in enumerate(pairs):
         new = axes.copy()
         new[m], new[n] = "Y", "Z"
         source = ("r" if index == 0 else "zr") + "".join(axes)
-        equations.append(f"{source},zYZ{axes[m]}{axes[n]}->zr{''.join(new)}")
+        target = ("r" if index == len(pairs) - 1 else "zr") + "".join(new)
+        equations.append(f"{source},zYZ{axes[m]}{axes[n]}->{target}")
     return equations
 
 
@@ -161,7 +175,10 @@ class QuanTALinear(nn.Module):
         self.dims, self.out_dims = quanta_dims(self.in_features, self.out_features, dims, out_dims, n_axes)
         self.base_layer = base_linear.requires_grad_(False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        factory = {"device": base_linear.weight.device, "dtype": base_linear.weight.dtype}
+        # Gates of a half-precision base are kept in float32, as PEFT's autocast_adapter_dtype
+        # does: small optimizer updates would round away in bf16. Forward casts them to x's dtype.
+        dtype = base_linear.weight.dtype
+        factory = {"device": base_linear.weight.device, "dtype": torch.float32 if dtype in HALF else dtype}
         shapes = gate_shapes(self.dims, self.out_dims)
         self.quanta_T = nn.ParameterList(nn.Parameter(torch.empty(s, **factory)) for s in shapes)
         self.quanta_S = nn.Module()  # frozen copies: buffers "0", "1", ...
@@ -192,11 +209,12 @@ class QuanTALinear(nn.Module):
                 s.copy_(t)
 
     def _circuit(self, rows: Tensor) -> Tensor:
-        """T(x) - S(x) for rows [R, in]: both circuits as one batched circuit (branch axis 2)."""
+        """T(x) - S(x) for rows [R, in]: both circuits as one batched circuit (branch axis of size 2)."""
         h = rows.reshape(-1, *self.dims)
-        for equation, t, s in zip(self._equations, self.quanta_T, self.frozen_gates()):
-            h = torch.einsum(equation, h, torch.stack((t, s)).to(h.dtype))
-        return (h[0] - h[1]).reshape(-1, self.out_features)
+        last = len(self._equations) - 1
+        for index, (equation, t, s) in enumerate(zip(self._equations, self.quanta_T, self.frozen_gates())):
+            h = torch.einsum(equation, h, torch.stack((t, -s if index == last else s)).to(h.dtype))
+        return h.reshape(-1, self.out_features)
 
     def delta_weight(self) -> Tensor:
         """The adapter as one [out, in] matrix, T - S (the circuit applied to the identity)."""

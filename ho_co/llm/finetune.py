@@ -83,6 +83,8 @@ def finetune(config: FinetuneConfig) -> dict:
     from ho_co.llm.methods import apply_method
     from ho_co.llm.saving import load_pretrained, save_finetuned
 
+    if config.merge and config.spec.method not in ("lora", "quanta"):
+        raise ValueError(f"merge applies to the adapters lora and quanta, not to {config.spec.method}")
     set_seed(config.seed)
     model, tokenizer = load_pretrained(config.model, config.dtype)
     max_length = context_length(model, config.max_length)

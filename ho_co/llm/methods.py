@@ -24,7 +24,7 @@ METHODS = ("c2q", "quanta", "lora", "full")
 
 @dataclass
 class MethodSpec:
-    """Everything needed to apply a method again (saved with the model, replayed on load)."""
+    """Everything needed to apply a method again (saved with the model, used again on load)."""
 
     method: str
     target_modules: list[str] | None = None
@@ -60,7 +60,7 @@ def _exclude(model: nn.Module, spec: MethodSpec) -> list[str]:
 def apply_method(model: nn.Module, spec: MethodSpec) -> nn.Module:
     """Apply `spec` to `model`; returns the model to train (a PeftModel for LoRA).
 
-    Fills `spec.replaced` with the converted module names, so a reload replays exactly them.
+    Fills `spec.replaced` with the converted module names, so a reload converts exactly them.
     Raises ValueError when the targets select nothing.
     """
     if spec.method == "full":
@@ -77,12 +77,14 @@ def apply_method(model: nn.Module, spec: MethodSpec) -> nn.Module:
     return model
 
 
-def replay(model: nn.Module, spec: MethodSpec) -> nn.Module:
-    """Convert exactly the modules named in `spec.replaced` again (for loading a saved model)."""
+def replay_c2q(model: nn.Module, spec: MethodSpec) -> nn.Module:
+    """Convert exactly the modules named in `spec.replaced` again (loading a saved c2q model)."""
+    if spec.method != "c2q":
+        raise ValueError(f"replay_c2q needs a c2q spec, got {spec.method!r}")
     exact = [re.compile(re.escape(name)) for name in spec.replaced]
     report = _convert(model, spec, exact, None)
     if sorted(e.name for e in report.replaced) != sorted(spec.replaced):
-        raise ValueError(f"could not replay the {spec.method} conversion of {spec.replaced}:\n{report}")
+        raise ValueError(f"could not convert again the modules {spec.replaced}:\n{report}")
     return model
 
 

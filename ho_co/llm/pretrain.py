@@ -206,6 +206,9 @@ def pretrain(config: PretrainConfig) -> dict:
         "config": asdict(config),
         "final_val_loss": {order: curves(h)[1][-1][1] for order, h in results.items()},
         "best_val_loss": {order: min(l for _, l in curves(h)[1]) for order, h in results.items()},
+        # wall time of this invocation's training (after a resume: only the resumed part)
+        "train_runtime_s": {order: next((e["train_runtime"] for e in reversed(h) if "train_runtime" in e), None)
+                            for order, h in results.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ho_co.llm.methods import MethodSpec, replay
+from ho_co.llm.methods import MethodSpec, replay_c2q
 
 META_FILE = "ho_co_finetune.json"
 C2Q_WEIGHTS = "ho_co_model.safetensors"
@@ -165,10 +165,15 @@ def load_finetuned(path: str | Path, base_model: str | None = None):
     dtype = getattr(torch, meta["dtype"])
     tokenizer = AutoTokenizer.from_pretrained(path)
     base = base_model or meta["base_model"]
+    if spec.method in ("lora", "quanta") and Path(base).is_absolute() and not Path(base).is_dir():
+        raise FileNotFoundError(
+            f"{path / META_FILE}: the base model {base} of this {spec.method} adapter is gone; "
+            "pass base_model= (--base-model) with its new location"
+        )
     if spec.method == "c2q":
         config = AutoConfig.from_pretrained(path)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        replay(model, spec)
+        replay_c2q(model, spec)
         from safetensors.torch import load_model
 
         load_model(model, str(path / C2Q_WEIGHTS), strict=True)

@@ -30,7 +30,11 @@ class RankSeed(Callback):
 
 
 class StoreConfig(Callback):
-    """Put the resolved run config in each checkpoint: `ho-co eval` rebuilds the model from it."""
+    """Put the resolved run config in each checkpoint: `ho-co eval` rebuilds the model from it.
+
+    rl4co's modules save their `env` and `policy` objects as hyperparameters; those pickles
+    are dropped, so checkpoints load with `weights_only=True` (Lightning's default on resume).
+    """
 
     def __init__(self, config: dict[str, Any]):
         self.config = config
@@ -39,6 +43,9 @@ class StoreConfig(Callback):
         from ho_co import __version__
 
         checkpoint["ho_co"] = {"config": self.config, "version": __version__}
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key in ("env", "policy"):
+            hparams.pop(key, None)
 
 
 class LearningCurve(Callback):

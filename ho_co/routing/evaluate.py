@@ -145,7 +145,10 @@ def load_checkpoint(path: str | Path, device="cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # ho-co checkpoints hold tensors and plain containers only
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a loadable ho-co checkpoint ({type(err).__name__})") from err
     meta = ckpt.get("ho_co") if isinstance(ckpt, dict) else None
     if not meta or "config" not in meta:
         raise ValueError(f"{path}: not a ho-co checkpoint (no 'ho_co' config inside); train it with `ho-co train`")

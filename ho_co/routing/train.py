@@ -64,6 +64,14 @@ def per_rank_batch(batch_size: int, world_size: int, key: str) -> int:
     return batch_size // world_size
 
 
+def ddp_strategy(strategy: Any) -> Any:
+    """`ddp` as rl4co runs it: POMO decoding never touches some policy parameters (the graph
+    context projection, the first-step placeholder), so DDP must allow unused parameters."""
+    if strategy == "ddp":
+        return "ddp_find_unused_parameters_true"
+    return strategy
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured model; returns paths and final metrics."""
     import lightning as L
@@ -79,13 +87,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += [RankSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                          strategy=ddp_strategy(cfg.trainer.get("strategy", "auto")))
 
     world = trainer.world_size
     sizes = {"batch_size": per_rank_batch(cfg.model.batch_size, world, "model.batch_size")}
     if cfg.model.get("val_batch_size"):
         sizes["val_batch_size"] = per_rank_batch(cfg.model.val_batch_size, world, "model.val_batch_size")
-    model = instantiate(cfg.model, env=env, **sizes)
+    model = instantiate(cfg.model, env=env, _convert_="all", **sizes)  # plain dicts in hparams
 
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,17 @@ used as the length of a tour.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Solution(NamedTuple):
+    """One solver's answer for one instance (every solver function returns this)."""
+
+    tour: np.ndarray  # int64 [N], a permutation of 0..N-1
+    optimal: bool  # proven optimal by the solver
+    method: str  # what produced the tour (e.g. 'exact' when Concorde fell back)
 
 
 def tour_lengths(tours, cost_matrix=None, locs=None) -> np.ndarray:

@@ -101,6 +101,7 @@ def test_zero_delta_at_init_bfloat16():
     x = torch.randn(8, 64, dtype=torch.bfloat16)
     y = layer(x)
     assert y.dtype == torch.bfloat16
+    assert all(t.dtype == torch.float32 for t in layer.quanta_T)  # master gates stay float32
     torch.testing.assert_close(y, base(x), rtol=0, atol=1e-2)
 
 
@@ -124,7 +125,9 @@ def test_merge_unmerge_round_trip(dims, out_dims):
     torch.testing.assert_close(layer(x), unmerged, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dims,out_dims", [((4, 4, 4), (4, 4, 4)), ((2, 2, 2, 2, 2, 2), (2, 2, 2, 2, 2, 2)), ((4, 4, 4), (6, 4, 2))])
+@pytest.mark.parametrize(
+    "dims,out_dims", [((4, 4, 4), (4, 4, 4)), ((2, 2, 2, 2, 2, 2), (2, 2, 2, 2, 2, 2)), ((4, 4, 4), (6, 4, 2))]
+)
 def test_delta_rank_beats_equal_parameter_lora(dims, out_dims):
     torch.manual_seed(5)
     d_in, d_out = math.prod(dims), math.prod(out_dims)
@@ -197,6 +200,14 @@ def test_automatic_dims():
 def test_bad_dims_raise_with_numbers(kwargs, message):
     with pytest.raises(ValueError, match=message):
         QuanTALinear(nn.Linear(64, 48), **kwargs)
+
+
+def test_dims_costlier_than_a_dense_update_raise():
+    # 13 is prime: (13, 1, 1) would make two 13 x 13 gates, more than the 13 x 13 matrix itself
+    message = r"\(13, 1, 1\) -> \(13, 1, 1\) need 339 gate parameters, more than a dense 13x13 update \(169\)"
+    with pytest.raises(ValueError, match=message):
+        QuanTALinear(nn.Linear(13, 13))
+    assert QuanTALinear(nn.Linear(13, 13), dims=(13, 1)).dims == (13, 1)  # one full gate: allowed
 
 
 def test_bad_base_and_bad_input():

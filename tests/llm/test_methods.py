@@ -129,15 +129,20 @@ def test_merged_save_is_a_plain_hf_model_with_the_same_logits(loaded, model_dir,
     torch.testing.assert_close(logits(reloaded, batch), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_quanta_adapter_on_an_explicit_base(loaded, model_dir, tmp_path):
+def test_quanta_adapter_on_a_moved_base(loaded, model_dir, tmp_path):
+    import shutil
+
     model, tokenizer, _, batch = loaded
     spec = MethodSpec("quanta")
     apply_method(model, spec)
     _perturb_trainable(model, seed=1)
     expected = logits(model, batch)
-    save_finetuned(model, tokenizer, tmp_path / "adapter", spec, "no-such-base")
-    with pytest.raises(OSError):
-        load_finetuned(tmp_path / "adapter")  # the recorded base does not exist
+    moved = tmp_path / "base"
+    shutil.copytree(model_dir, moved)
+    save_finetuned(model, tokenizer, tmp_path / "adapter", spec, str(moved))
+    shutil.rmtree(moved)
+    with pytest.raises(FileNotFoundError, match="base model .*base of this quanta adapter is gone"):
+        load_finetuned(tmp_path / "adapter")
     reloaded, _ = load_finetuned(tmp_path / "adapter", base_model=str(model_dir))
     torch.testing.assert_close(logits(reloaded, batch), expected, atol=1e-5, rtol=1e-5)
 

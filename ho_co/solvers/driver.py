@@ -1,0 +1,253 @@
+"""`solve_instances`: run one solver over a batch, in worker processes, resumable and cached.
+
+- Workers are separate processes, always (even for one worker): Concorde's C code can crash
+  (SIGFPE on 3 nodes), highspy and ortools cannot share a process, and the parent never loads
+  either. They are forked from a clean "forkserver" process (spawn where there is none) that
+  has imported this module once, so a worker starts in milliseconds instead of re-importing
+  ho_co (and torch) each time. A crashed worker ends the run with an error; finished
+  instances are kept.
+- Resume: every finished instance is appended at once to ``OUT.partial.jsonl``; a killed run
+  started again with the same instances and solver skips what is there.
+- Cache: the result file records the SHA-256 of the instance arrays, the solver and the time
+  limit; asking again for the same returns the file's content without solving anything.
+- Lengths are recomputed here in float64 (`tours.tour_lengths`) and every tour is checked to be
+  a permutation, whatever the solver's own arithmetic was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+import numpy as np
+
+from ho_co.solvers.registry import get_solver
+from ho_co.solvers.tours import check_tours, tour_lengths
+
+CHUNK_MAX = 16  # instances per task: coarse enough to amortize pickling, fine enough to resume
+
+
+@dataclass
+class References:
+    """A solver's tours for a batch; ``optimal[b]`` says whether tour b was proven optimal."""
+
+    tours: np.ndarray  # int64 [B, N]
+    lengths: np.ndarray  # float64 [B]
+    optimal: np.ndarray  # bool [B]
+    method: np.ndarray  # str [B]: what produced each tour (e.g. 'exact' where Concorde fell back)
+    solver: str
+    instances_hash: str
+    time_limit: float  # NaN when none
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, tours=self.tours, lengths=self.lengths, optimal=self.optimal,
+                 method=self.method.astype(str), solver=np.str_(self.solver),
+                 instances_hash=np.str_(self.instances_hash), time_limit=np.float64(self.time_limit))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> References:
+        path = Path(path)
+        keys = ("tours", "lengths", "optimal", "method", "solver", "instances_hash", "time_limit")
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise ValueError(f"{path}: not a references file (missing {', '.join(missing)})")
+            return cls(tours=data["tours"], lengths=data["lengths"], optimal=data["optimal"],
+                       method=data["method"], solver=str(data["solver"]),
+                       instances_hash=str(data["instances_hash"]),
+                       time_limit=float(data["time_limit"]))
+
+
+def instances_hash(locs=None, cost_matrix=None) -> str:
+    """SHA-256 of the instance array (key, dtype, shape and bytes)."""
+    key, arr = ("locs", locs) if locs is not None else ("cost_matrix", cost_matrix)
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def default_out(solver: str, digest: str, time_limit: float | None) -> Path:
+    """Where results go when no file is named: ``$HO_CO_CACHE`` or ``~/.cache/ho-co``."""
+    root = Path(os.environ.get("HO_CO_CACHE", "~/.cache/ho-co")).expanduser()
+    limit = "" if time_limit is None else f"-t{time_limit:g}"
+    return root / "references" / f"{solver}{limit}-{digest[:20]}.npz"
+
+
+def solve_instances(solver: str, *, locs=None, cost_matrix=None, out=None, workers: int = 1,
+                    time_limit: float | None = None, progress: bool = True) -> References:
+    """Tours for every instance of ``locs`` [B, N, 2] (TSP) or ``cost_matrix`` [B, N, N].
+
+    Results are written to ``out`` (default: a cache file named by solver and instance hash),
+    which doubles as the cache: the same request again returns it without solving.
+    """
+    if (locs is None) == (cost_matrix is None):
+        raise ValueError("solve_instances needs exactly one of locs= (TSP) or cost_matrix=")
+    spec = get_solver(solver)  # unknown or not installed: a clear error before any work
+    arr = np.asarray(locs if locs is not None else cost_matrix)
+    if arr.ndim != 3 or arr.shape[1] < 3:
+        raise ValueError(f"instances must be [B, N, 2] locs or [B, N, N] costs with N >= 3, "
+                         f"got shape {list(arr.shape)}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    size, n = arr.shape[:2]
+    digest = instances_hash(locs, cost_matrix)
+    out = Path(out) if out is not None else default_out(solver, digest, time_limit)
+    limit = float("nan") if time_limit is None else float(time_limit)
+
+    cached = _cached(out, digest, solver, limit)
+    if cached is not None:
+        _say(progress, f"{out}: cached {solver} references for these instances")
+        return cached
+
+    partial = out.with_name(out.name + ".partial.jsonl")
+    header = {"instances_hash": digest, "solver": solver, "time_limit": time_limit, "size": size}
+    done = _read_partial(partial, header, n)
+    if done:
+        _say(progress, f"{partial}: resuming, {len(done)}/{size} instances already solved")
+    todo = [b for b in range(size) if b not in done]
+    if todo:
+        _run_workers(spec.target, arr, locs is not None, todo, time_limit, workers, partial,
+                     header, done, progress, solver)
+
+    tours = np.stack([done[b][0] for b in range(size)])
+    check_tours(tours, n)
+    lengths = tour_lengths(tours, locs=locs) if locs is not None else \
+        tour_lengths(tours, cost_matrix=cost_matrix)
+    refs = References(tours=tours, lengths=lengths,
+                      optimal=np.array([done[b][1] for b in range(size)], dtype=bool),
+                      method=np.array([done[b][2] for b in range(size)], dtype=str),
+                      solver=solver, instances_hash=digest, time_limit=limit)
+    refs.save(out)
+    partial.unlink(missing_ok=True)
+    return refs
+
+
+def _cached(out: Path, digest: str, solver: str, limit: float) -> References | None:
+    if not out.exists():
+        return None
+    try:
+        refs = References.load(out)
+    except (OSError, ValueError):
+        return None
+    same_limit = (np.isnan(limit) and np.isnan(refs.time_limit)) or limit == refs.time_limit
+    if refs.instances_hash == digest and refs.solver == solver and same_limit:
+        return refs
+    return None
+
+
+def _read_partial(partial: Path, header: dict, n: int) -> dict:
+    """Finished instances from an earlier run of the same request; a torn last line is dropped."""
+    if not partial.exists():
+        return {}
+    lines = partial.read_text().splitlines()
+    try:
+        if not lines or json.loads(lines[0]) != header:
+            return {}  # another request wrote it: start over
+    except json.JSONDecodeError:
+        return {}
+    done = {}
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            break  # killed mid-write
+        tour = np.asarray(rec["tour"], dtype=np.int64)
+        if tour.shape == (n,):
+            done[int(rec["i"])] = (tour, bool(rec["optimal"]), str(rec["method"]))
+    return done
+
+
+def _run_workers(target, arr, is_locs, todo, time_limit, workers, partial, header, done,
+                 progress, solver) -> None:
+    if not done or not partial.exists():
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(header) + "\n")
+    per_task = int(np.clip(len(todo) // (workers * 20), 1, CHUNK_MAX))
+    chunks = [todo[k:k + per_task] for k in range(0, len(todo), per_task)]
+    bar = _progress_bar(progress, f"{solver}", len(done) + len(todo), len(done))
+    with open(partial, "a") as log, ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)), mp_context=_context()) as pool:
+        pending = {pool.submit(_solve_chunk, target, [(b, arr[b]) for b in c], is_locs,
+                               time_limit) for c in chunks}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    for b, tour, optimal, method in fut.result():
+                        done[b] = (tour, optimal, method)
+                        log.write(json.dumps({"i": b, "tour": tour.tolist(), "optimal": optimal,
+                                              "method": method}) + "\n")
+                    log.flush()
+                    if bar is not None:
+                        bar[0].update(bar[1], completed=len(done))
+        except BrokenProcessPool as err:
+            raise RuntimeError(
+                f"a {solver} worker process died (a crash in the solver's C code?); the "
+                f"{len(done)} finished instances are kept in {partial}: run again to resume, "
+                "or use another solver") from err
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar[0].stop()
+
+
+def _context():
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "ho_co.solvers.concorde"])  # no highspy, no ortools
+    return ctx
+
+
+def _solve_chunk(target: str, items, is_locs: bool, time_limit):
+    """Runs in a worker: solve a few instances with the solver function ``target``."""
+    module, _, attr = target.partition(":")
+    import importlib
+
+    fn = getattr(importlib.import_module(module), attr)
+    results = []
+    for b, x in items:
+        x = np.asarray(x, dtype=np.float64)
+        locs = x if is_locs else None
+        cost = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)) if is_locs else x
+        try:
+            sol = fn(cost, locs, time_limit)
+        except Exception as err:
+            raise RuntimeError(f"{target} failed on instance {b}: {type(err).__name__}: {err}") from err
+        results.append((b, np.asarray(sol.tour, dtype=np.int64), bool(sol.optimal), str(sol.method)))
+    return results
+
+
+def _progress_bar(enabled: bool, label: str, total: int, completed: int):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    bar = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+    task = bar.add_task(label, total=total, completed=completed)
+    bar.start()
+    return bar, task
+
+
+def _say(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, file=sys.stderr)

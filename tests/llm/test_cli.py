@@ -1,0 +1,72 @@
+"""`ho-co finetune`, `lm-eval` and `pretrain` end to end on tiny local models."""
+
+import json
+
+import pytest
+
+from ho_co.cli import main
+
+
+def run_json(capsys, argv):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{\n"):])  # the summary is the last thing printed
+
+
+def test_finetune_resume_and_lm_eval(gpt2_dir, alpaca_jsonl, text_file, tmp_path, capsys):
+    out = tmp_path / "c2q"
+    common = ["finetune", "--model", str(gpt2_dir), "--method", "c2q", "--data", str(alpaca_jsonl),
+              "--eval-data", str(alpaca_jsonl), "--output", str(out), "--order", "4",
+              "--target-modules", "c_attn", "c_fc", "--batch-size", "2", "--save-steps", "1", "--lr", "1e-3"]
+    first = run_json(capsys, common + ["--max-steps", "2"])
+    assert first["steps"] == 2 and first["method"] == "c2q" and "eval_loss" in first
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = run_json(capsys, common + ["--max-steps", "3", "--resume"])
+    assert resumed["steps"] == 3
+    meta = json.loads((out / "ho_co_finetune.json").read_text())
+    assert meta["spec"]["order"] == 4 and meta["spec"]["replaced"] == [
+        "transformer.h.0.attn.c_attn", "transformer.h.0.mlp.c_fc"]
+
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(json.dumps({"question": "Name a color.", "choices": ["Blue.", "Four."], "answer": 0}) + "\n")
+    results = run_json(capsys, ["lm-eval", "--model", str(out), "--text", str(text_file), "--choices", str(mc),
+                                "--block-size", "64", "--stride", "32"])
+    assert results["text"]["perplexity"] > 1 and results["text"]["tokens"] > 100
+    assert results["choices"]["questions"] == 1
+
+
+def test_finetune_lora_on_text_then_lm_eval(llama_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "lora"
+    summary = run_json(capsys, ["finetune", "--model", str(llama_dir), "--method", "lora", "--data", str(text_file),
+                                "--output", str(out), "--max-steps", "1", "--max-length", "32",
+                                "--target-modules", "q_proj", "v_proj"])
+    assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    results = run_json(capsys, ["lm-eval", "--model", str(out), "--text", str(text_file)])
+    assert results["text"]["perplexity"] > 1
+
+
+def test_bad_inputs_fail_with_one_clear_line(llama_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "outptu": "b"}\n')
+    argv = ["finetune", "--model", str(llama_dir), "--method", "full", "--data", str(bad), "--output", str(tmp_path)]
+    assert main(argv) == 2
+    assert "bad.jsonl:line 2: missing key 'output'" in capsys.readouterr().err
+    assert main(argv[:-2] + ["--output", str(tmp_path / "never"), "--merge"]) == 2  # checked before training
+    assert "merge applies to the adapters lora and quanta, not to full" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    assert main(["lm-eval", "--model", str(llama_dir)]) == 2
+    assert "give --text FILE, --choices FILE" in capsys.readouterr().err
+    assert main(["pretrain", "--text", str(bad), "--output", str(tmp_path), "n_layers=2"]) == 2
+    assert "Key 'n_layers' not in 'PretrainConfig'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["finetune", "--model", str(llama_dir), "--method", "dora", "--data", str(bad)])
+
+
+def test_pretrain_overrides(text_file, tmp_path, capsys):
+    out = tmp_path / "pre"
+    result = run_json(capsys, ["pretrain", "--text", str(text_file), "--output", str(out), "orders=[1,2]",
+                               "n_embd=32", "n_layer=1", "n_head=2", "block_size=32", "vocab_size=300",
+                               "batch_size=4", "max_steps=2", "eval_steps=2", "use_cpu=true"])
+    assert set(result["final_val_loss"]) == {"1", "2"}
+    assert (out / "loss_curves.png").is_file()

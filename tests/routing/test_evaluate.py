@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from ho_co.cli import main
+import torch
+
+from ho_co.routing.envs import make_env
+from ho_co.routing.evaluate import augment, evaluate, load_checkpoint, load_reference, solve
+from ho_co.routing.instances import load_instances
+from ho_co.solvers.tours import mean_gap, tour_lengths
+
+
+def test_eval_returns_valid_tours_and_gap(tsp_run, tsp_files, tmp_path):
+    result, _ = tsp_run
+    inst, ref, ref_lengths = tsp_files
+    out = evaluate(result["last_checkpoint"], inst, ref, num_augment=1, json_out=tmp_path / "r.json",
+                   render=tmp_path / "tours.png", progress=False)
+    assert out["valid_tours"] and out["num_instances"] == 12 and out["num_starts"] == 7
+    assert out["mean_length"] >= ref_lengths.mean() - 1e-9  # references are optimal
+    policy, env, _ = load_checkpoint(result["last_checkpoint"])
+    _, lengths, _ = solve(policy, env, load_instances(inst), seed=0)
+    assert np.isclose(out["mean_gap_percent"], mean_gap(lengths, ref_lengths))
+    assert json.loads((tmp_path / "r.json").read_text())["mean_gap_percent"] == out["mean_gap_percent"]
+    assert (tmp_path / "tours.png").stat().st_size > 1000
+
+
+def test_matnet_augmentation_repeats_the_matrix():
+    env = make_env("atsp", 5)
+    td = env.reset(env.generator(3))
+    aug = augment(td, env, 4)
+    assert aug.batch_size[0] == 12
+    assert all(torch.equal(aug["cost_matrix"][i * 3:(i + 1) * 3], td["cost_matrix"]) for i in range(4))
+
+
+def test_augmentation_never_worse_and_lengths_recomputed(tsp_run, tsp_files):
+    result, _ = tsp_run
+    inst = load_instances(tsp_files[0])
+    policy, env, _ = load_checkpoint(result["last_checkpoint"])
+    tours1, len1, _ = solve(policy, env, inst, num_augment=1, seed=5)
+    tours4, len4, _ = solve(policy, env, inst, num_augment=4, seed=5)
+    for tours in (tours1, tours4):
+        assert sorted(tours[0].tolist()) == list(range(7))
+    np.testing.assert_allclose(len1, tour_lengths(tours1, locs=inst.locs))
+    # best of 4 random embeddings beats the average single draw
+    singles = np.stack([solve(policy, env, inst, num_augment=1, seed=s)[1] for s in range(3)])
+    assert len4.mean() <= singles.mean(0).mean() + 1e-9
+
+
+def test_eval_is_reproducible_with_a_seed(tsp_run, tsp_files):
+    result, _ = tsp_run
+    a = evaluate(result["last_checkpoint"], tsp_files[0], seed=3, progress=False)
+    b = evaluate(result["last_checkpoint"], tsp_files[0], seed=3, progress=False)
+    assert a["mean_length"] == b["mean_length"]
+
+
+def test_mismatched_reference_is_refused(tsp_files, atsp_files):
+    inst = load_instances(tsp_files[0])
+    with pytest.raises(ValueError, match="ref.npz"):
+        load_reference(atsp_files[1], inst)
+
+
+def test_cli_eval_errors_are_one_line(tsp_run, atsp_files, capsys):
+    result, _ = tsp_run
+    code = main(["eval", "--checkpoint", result["last_checkpoint"], "--instances", str(atsp_files[0])])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "atsp.npz" in err and "Traceback" not in err
+    assert main(["eval", "--checkpoint", "missing.ckpt", "--instances", str(atsp_files[0])]) == 2
+
+
+def test_cli_eval_json(tsp_run, tsp_files, tmp_path, capsys):
+    result, _ = tsp_run
+    inst, ref, _ = tsp_files
+    assert main(["eval", "--checkpoint", result["best_checkpoint"], "--instances", str(inst),
+                 "--reference", str(ref), "--augment", "2", "--json", str(tmp_path / "o.json")]) == 0
+    saved = json.loads((tmp_path / "o.json").read_text())
+    assert saved["num_augment"] == 2 and saved["reference_solver"] == "brute-force"
+    assert saved["time_per_instance_ms"] > 0

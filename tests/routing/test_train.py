@@ -1,0 +1,97 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ho_co.cli import main
+from ho_co.routing.train import compose, config_dir, experiments, train
+
+from conftest import smoke_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def curve(run_dir):
+    with open(Path(run_dir) / "learning_curve.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_configs_found_and_all_experiments_compose():
+    assert config_dir() == REPO / "configs"
+    names = experiments()
+    for needed in ["smoke", "tsp20_cpu", "tsp50_matnet", "tsp50_ho_matnet", "atsp50_matnet",
+                   "atsp50_ho_matnet", "tsp50_ho_pomo"]:
+        assert needed in names
+    for name in names:
+        cfg = compose([f"experiment={name}"])
+        assert cfg.name == name and cfg.model.policy.name in ("matnet", "am")
+
+
+def test_compose_errors_name_the_problem():
+    with pytest.raises(ValueError, match="experiments: .*smoke"):
+        compose(["experiment=does_not_exist"])
+
+
+def test_smoke_tsp_trains_checkpoints_and_logs_gap(tsp_run):
+    result, runs = tsp_run
+    assert result["global_step"] == 8 and result["epoch"] == 2
+    assert Path(result["last_checkpoint"]).is_file() and Path(result["best_checkpoint"]).is_file()
+    rows = curve(result["output_dir"])
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["instances_seen"]) for r in rows] == [32, 64]
+    assert all(float(r["val_gap_percent"]) >= -1e-6 for r in rows)  # optimal references
+    assert all(float(r["val_length"]) > 0 and float(r["wall_s"]) > 0 for r in rows)
+    ckpt = torch.load(result["last_checkpoint"], weights_only=False)
+    assert ckpt["ho_co"]["config"]["model"]["policy"]["ho"]["order"] == 2
+
+
+def test_resume_continues_the_same_run(tsp_run):
+    result, runs = tsp_run
+    cfg = compose(smoke_overrides(runs, "tsp", "trainer.max_epochs=3",
+                                  f"ckpt_path={result['last_checkpoint']}"))
+    resumed = train(cfg)
+    assert resumed["global_step"] == 12 and resumed["epoch"] == 3
+    rows = curve(resumed["output_dir"])
+    assert [int(r["global_step"]) for r in rows] == [4, 8, 12]
+    assert int(rows[-1]["instances_seen"]) == 96
+    assert float(rows[-1]["wall_s"]) > float(rows[1]["wall_s"])
+
+
+def test_smoke_atsp_and_am_pomo_switch(tmp_path):
+    atsp = train(compose(smoke_overrides(tmp_path, "atsp", "env=atsp", "trainer.max_epochs=1")))
+    assert atsp["global_step"] == 4 and Path(atsp["last_checkpoint"]).is_file()
+    pomo = train(compose(smoke_overrides(tmp_path, "pomo", "env=tsp", "model=ho_pomo", "trainer.max_epochs=1",
+                                         "model.policy.embed_dim=16", "model.policy.num_heads=2",
+                                         "model.policy.num_encoder_layers=1", "model.num_augment=0")))
+    assert pomo["global_step"] == 4
+    ckpt = torch.load(pomo["last_checkpoint"], weights_only=False)
+    assert any(k.endswith("Wqkv.weight") for k in ckpt["state_dict"])
+    assert ckpt["ho_co"]["config"]["model"]["policy"]["name"] == "am"
+
+
+def test_cli_train_prints_config_and_rejects_bad_override(capsys):
+    assert main(["train", "experiment=smoke", "--cfg"]) == 0
+    assert "name: smoke" in capsys.readouterr().out
+    assert main(["train", "experiment=nope"]) == 2
+    assert "experiments:" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """Lightning's own DDP (gloo on CPU), launched the way a user does it."""
+    cmd = [sys.executable, "-m", "ho_co", "train",
+           *smoke_overrides(tmp_path, "ddp", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert ranks["world_size"] == 2
+    assert [r["rank"] for r in ranks["ranks"]] == [0, 1]
+    assert all(r["instances_this_epoch"] == 16 for r in ranks["ranks"])  # global batch 8 split 4 + 4
+    assert ranks["ranks"][0]["seed"] != ranks["ranks"][1]["seed"]
+    assert ranks["ranks"][0]["data_checksum"] != ranks["ranks"][1]["data_checksum"]
+    assert [int(r["instances_seen"]) for r in curve(tmp_path / "ddp")] == [32]
