@@ -34,11 +34,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--order", type=int, default=2)
     p.add_argument("--ho-targets", nargs="+", default=None, help="default: configs/model/ho_matnet.yaml")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: on with cuda")
-    p.add_argument("--cpu-small", action="store_true", help="TSP-20, embed 64, 2 layers, 128 instances")
+    p.add_argument("--cpu-small", action="store_true", help="TSP-20, embed 64, 2 layers, 64 instances")
     args = p.parse_args()
     if args.cpu_small:
-        args.device, args.num_loc, args.instances, args.embed_dim = "cpu", 20, 128, 64
-        args.layers, args.heads, args.ff, args.batch, args.train_steps, args.warmup = 2, 8, 512, [32], 5, 1
+        args.device, args.num_loc, args.instances, args.embed_dim = "cpu", 20, 64, 64
+        args.layers, args.heads, args.ff, args.batch, args.train_steps, args.warmup = 2, 8, 512, [32], 4, 1
     if args.bf16 is None:
         args.bf16 = args.device.startswith("cuda")
     if args.ho_targets is None:

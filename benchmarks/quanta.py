@@ -2,6 +2,7 @@
 
     python benchmarks/quanta.py                        # 4096 x 4096, 8192 tokens, dims (16, 16, 16)
     python benchmarks/quanta.py --features 1024 --tokens 2048 --dims 16,8,8 --device cuda
+    python benchmarks/quanta.py --quick                # tiny shapes, to check the script runs
 
 Training step = forward + backward of one layer, the input requiring grad as it does in the
 middle of a network. LoRA is PEFT's (`pip install peft`), else a plain B @ A of the same
@@ -98,7 +99,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
     parser.add_argument("--rounds", type=int, default=5, help="timed runs per case (median reported)")
+    parser.add_argument("--quick", action="store_true", help="256 x 256, 512 tokens, 2 rounds (smoke check)")
     args = parser.parse_args()
+    if args.quick:
+        args.features, args.tokens, args.dims, args.rounds = 256, 512, None, 2
 
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))

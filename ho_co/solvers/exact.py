@@ -94,6 +94,9 @@ def _solve_dfj(c: np.ndarray, symmetric: bool, time_limit: float | None) -> np.n
         inside = [np.flatnonzero(np.isin(rows, s) & np.isin(cols, s)) for s in parts]
         _add_rows(h, inside, np.full(len(parts), -np.inf),
                   np.array([len(s) - 1.0 for s in parts]))
+        if not phase_lp:  # back to the cheap LP rounds before the next MIP
+            phase_lp = True
+            h.changeColsIntegrality(m, index, np.full(m, highspy.HighsVarType.kContinuous))
 
 
 def _violated_cuts(w: np.ndarray, threshold: float) -> list[np.ndarray]:

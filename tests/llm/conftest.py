@@ -75,11 +75,6 @@ def gpt2_dir(tmp_path_factory, tokenizer):
     return _save(GPT2LMHeadModel(config), tokenizer, tmp_path_factory.mktemp("gpt2"))
 
 
-@pytest.fixture(params=["llama", "gpt2"])
-def model_dir(request):
-    return request.getfixturevalue(f"{request.param}_dir")
-
-
 @pytest.fixture
 def instructions():
     return [dict(r) for r in INSTRUCTIONS]

@@ -31,12 +31,25 @@ def loss(model, batch):
 
 
 @pytest.fixture
+def model_dir(request, arch):
+    return request.getfixturevalue(f"{arch}_dir")
+
+
+@pytest.fixture
 def loaded(model_dir, alpaca_jsonl):
     model, tokenizer = load_pretrained(str(model_dir))
     examples = load_examples(alpaca_jsonl, tokenizer, 256)
     return model, tokenizer, examples, batch_of(examples, tokenizer)
 
 
+BOTH = pytest.mark.parametrize("arch", ["llama", "gpt2"])
+# Our own code paths (c2q, QuanTA, Conv1D handling) on both architectures; LoRA and full
+# fine-tuning are PEFT's and transformers' own, exercised once per architecture at most.
+TRAIN_CASES = [("llama", m) for m in METHODS] + [("gpt2", "c2q"), ("gpt2", "quanta")]
+ROUND_TRIP_CASES = [("gpt2", m) for m in METHODS] + [("llama", "c2q"), ("llama", "quanta")]
+
+
+@BOTH
 @pytest.mark.parametrize("order", [2, 4])
 def test_c2q_conversion_leaves_logits_unchanged(loaded, order):
     model, _, _, batch = loaded
@@ -69,7 +82,7 @@ def test_targets_matching_nothing_fail(llama_dir):
         MethodSpec("c2q", order=1)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("arch, method", TRAIN_CASES)
 def test_one_training_step_lowers_the_loss(loaded, method, tmp_path):
     model, tokenizer, examples, batch = loaded
     spec = MethodSpec(method)
@@ -99,7 +112,7 @@ def _perturb_trainable(model, seed=0):
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("arch, method", ROUND_TRIP_CASES)
 def test_save_load_round_trip_gives_the_same_logits(loaded, model_dir, method, tmp_path):
     model, tokenizer, _, batch = loaded
     spec = MethodSpec(method)
@@ -114,7 +127,7 @@ def test_save_load_round_trip_gives_the_same_logits(loaded, model_dir, method, t
     assert not torch.allclose(logits(AutoModelForCausalLM.from_pretrained(model_dir), batch), expected, atol=1e-3)
 
 
-@pytest.mark.parametrize("method", ["quanta", "lora"])
+@pytest.mark.parametrize("arch, method", [("gpt2", "quanta"), ("gpt2", "lora"), ("llama", "quanta")])
 def test_merged_save_is_a_plain_hf_model_with_the_same_logits(loaded, model_dir, method, tmp_path):
     model, tokenizer, _, batch = loaded
     spec = MethodSpec(method)
@@ -129,6 +142,7 @@ def test_merged_save_is_a_plain_hf_model_with_the_same_logits(loaded, model_dir,
     torch.testing.assert_close(logits(reloaded, batch), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama"])
 def test_quanta_adapter_on_a_moved_base(loaded, model_dir, tmp_path):
     import shutil
 
@@ -147,6 +161,7 @@ def test_quanta_adapter_on_a_moved_base(loaded, model_dir, tmp_path):
     torch.testing.assert_close(logits(reloaded, batch), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["gpt2"])
 def test_c2q_cannot_merge_and_is_not_loadable_as_plain_hf(loaded, model_dir, tmp_path):
     model, tokenizer, _, _ = loaded
     spec = MethodSpec("c2q")

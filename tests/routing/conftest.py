@@ -54,6 +54,12 @@ def smoke_overrides(runs_dir, name, *extra):
 
 
 @pytest.fixture(scope="session")
+def smoke():
+    """Overrides of a smoke run: `smoke(runs_dir, name, *extra)`."""
+    return smoke_overrides
+
+
+@pytest.fixture(scope="session")
 def tsp_run(tmp_path_factory, tsp_files):
     """One smoke HO-MatNet run on TSP-7 with the reference gap in validation."""
     from ho_co.routing.train import compose, train

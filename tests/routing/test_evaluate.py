@@ -2,10 +2,9 @@ import json
 
 import numpy as np
 import pytest
-
-from ho_co.cli import main
 import torch
 
+from ho_co.cli import main
 from ho_co.routing.envs import make_env
 from ho_co.routing.evaluate import augment, evaluate, load_checkpoint, load_reference, solve
 from ho_co.routing.instances import load_instances

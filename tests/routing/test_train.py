@@ -11,8 +11,6 @@ import torch
 from ho_co.cli import main
 from ho_co.routing.train import compose, config_dir, experiments, train
 
-from conftest import smoke_overrides
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -50,9 +48,9 @@ def test_smoke_tsp_trains_checkpoints_and_logs_gap(tsp_run):
     assert ckpt["ho_co"]["config"]["model"]["policy"]["ho"]["order"] == 2
 
 
-def test_resume_continues_the_same_run(tsp_run):
+def test_resume_continues_the_same_run(tsp_run, smoke):
     result, runs = tsp_run
-    cfg = compose(smoke_overrides(runs, "tsp", "trainer.max_epochs=3",
+    cfg = compose(smoke(runs, "tsp", "trainer.max_epochs=3",
                                   f"ckpt_path={result['last_checkpoint']}"))
     resumed = train(cfg)
     assert resumed["global_step"] == 12 and resumed["epoch"] == 3
@@ -62,10 +60,12 @@ def test_resume_continues_the_same_run(tsp_run):
     assert float(rows[-1]["wall_s"]) > float(rows[1]["wall_s"])
 
 
-def test_smoke_atsp_and_am_pomo_switch(tmp_path):
-    atsp = train(compose(smoke_overrides(tmp_path, "atsp", "env=atsp", "trainer.max_epochs=1")))
+def test_smoke_atsp_and_am_pomo_switch(tmp_path, smoke):
+    atsp = train(compose(smoke(tmp_path, "atsp", "env=atsp", "trainer.max_epochs=1")))
     assert atsp["global_step"] == 4 and Path(atsp["last_checkpoint"]).is_file()
-    pomo = train(compose(smoke_overrides(tmp_path, "pomo", "env=tsp", "model=ho_pomo", "trainer.max_epochs=1",
+    config = torch.load(atsp["last_checkpoint"], weights_only=True)["ho_co"]["config"]
+    assert config["env"]["_target_"].endswith("ATSPMatrixEnv")
+    pomo = train(compose(smoke(tmp_path, "pomo", "env=tsp", "model=ho_pomo", "trainer.max_epochs=1",
                                          "model.policy.embed_dim=16", "model.policy.num_heads=2",
                                          "model.policy.num_encoder_layers=1", "model.num_augment=0")))
     assert pomo["global_step"] == 4
@@ -81,10 +81,10 @@ def test_cli_train_prints_config_and_rejects_bad_override(capsys):
     assert "experiments:" in capsys.readouterr().err
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+def test_ddp_two_cpu_processes(tmp_path, smoke):
     """Lightning's own DDP (gloo on CPU), launched the way a user does it."""
     cmd = [sys.executable, "-m", "ho_co", "train",
-           *smoke_overrides(tmp_path, "ddp", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1")]
+           *smoke(tmp_path, "ddp", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,0 +1,85 @@
+"""Reference solvers side by side on the same TSP-50 instances, then the 1280-set target.
+
+Part 1: every solver on the same instances, one worker each, after the worker pool is warm:
+ms per instance, mean length, gap to Concorde, how many tours were proven optimal, and time
+relative to Concorde. Part 2: the whole 1280-instance TSP-50 set with the default optimal
+solver on 2 workers (target: under 40 s on a 2-core machine), worker start-up included.
+Results go to a temporary cache, so every run solves afresh.
+
+    python benchmarks/references.py                  # 200 instances, all solvers, then 1280
+    python benchmarks/references.py --quick          # 10 instances, 64 for part 2: cannot rot
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ho_co.routing.instances import generate_tsp
+from ho_co.solvers import SOLVERS, SolverUnavailable, default_optimal_solver, mean_gap, solve_instances
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-loc", type=int, default=50)
+    p.add_argument("--size", type=int, default=200, help="instances for the side-by-side table")
+    p.add_argument("--set-size", type=int, default=1280, help="instances for part 2")
+    p.add_argument("--workers", type=int, default=2, help="workers for part 2")
+    p.add_argument("--solvers", nargs="+", default=list(SOLVERS))
+    p.add_argument("--ortools-time-limit", type=float, default=0.2, help="GLS seconds per instance")
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--quick", action="store_true", help="10 instances, 64 for part 2")
+    args = p.parse_args()
+    if args.quick:
+        args.size, args.set_size = 10, 64
+    return args
+
+
+def main() -> None:
+    args = parse()
+    locs = generate_tsp(args.num_loc, args.size, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # warm the worker pool's server process (it imports ho_co once) outside the timings
+        solve_instances("nearest", locs=locs[:2], out=tmp / "warm.npz", progress=False)
+        rows, ref = [], None
+        for solver in args.solvers:
+            limit = args.ortools_time_limit if solver == "ortools" else None
+            t0 = time.perf_counter()
+            try:
+                refs = solve_instances(solver, locs=locs, out=tmp / f"{solver}.npz", workers=1,
+                                       time_limit=limit, progress=False)
+            except SolverUnavailable as err:
+                print(f"skipping {solver}: {err}")
+                continue
+            ms = 1000 * (time.perf_counter() - t0) / args.size
+            if ref is None:
+                ref = refs.lengths  # the first solver (concorde by default) is the reference
+            rows.append((solver, limit, ms, refs.lengths.mean(), mean_gap(refs.lengths, ref),
+                         int(refs.optimal.sum())))
+        base_ms = rows[0][2]
+        print(f"\nTSP-{args.num_loc}, {args.size} instances, 1 worker; gap to {rows[0][0]}")
+        print("| solver | ms / instance | x " + rows[0][0] + " time | mean length | gap % | proven optimal |")
+        print("|---|---|---|---|---|---|")
+        for solver, limit, ms, length, gap, opt in rows:
+            name = solver + (f" (GLS {limit:g} s)" if limit else "")
+            print(f"| {name} | {ms:.1f} | {ms / base_ms:.2f} | {length:.5f} | {gap + 0.0:.3f} | "
+                  f"{opt}/{args.size} |")
+
+        solver = default_optimal_solver()
+        big = generate_tsp(args.num_loc, args.set_size, args.seed + 1)
+        t0 = time.perf_counter()
+        refs = solve_instances(solver, locs=big, out=tmp / "set.npz", workers=args.workers,
+                               progress=False)
+        seconds = time.perf_counter() - t0
+        print(f"\n{args.set_size} TSP-{args.num_loc} instances, {solver}, {args.workers} workers: "
+              f"{seconds:.1f} s ({1000 * seconds / args.set_size:.1f} ms / instance), "
+              f"{int(refs.optimal.sum())} proven optimal, mean length {refs.lengths.mean():.5f}")
+
+
+if __name__ == "__main__":
+    main()

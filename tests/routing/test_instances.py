@@ -1,0 +1,148 @@
+"""Instance generation and files: deterministic sets, round trips, TSPLIB, and every bad input
+rejected with the file and the problem named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ho_co.routing.instances import (Instances, generate_atsp, generate_tsp, load_instances,
+                                     save_instances)
+
+
+def test_generate_tsp_is_deterministic_uniform_float32():
+    a, b = generate_tsp(20, 8, seed=5), generate_tsp(20, 8, seed=5)
+    assert a.shape == (8, 20, 2) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, generate_tsp(20, 8, seed=6))
+    assert a.min() >= 0 and a.max() < 1
+
+
+def test_generate_tsp_follows_kool_recipe():
+    # Kool et al.'s generate_data.py: np.random.seed(seed); np.random.uniform(size=(B, N, 2))
+    np.random.seed(1234)
+    expected = np.random.uniform(size=(16, 50, 2))
+    np.testing.assert_allclose(generate_tsp(50, 16, seed=1234), expected, rtol=1e-7)
+
+
+def test_generate_atsp_is_deterministic_tmat_and_leaves_torch_rng_alone():
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    a = generate_atsp(10, 4, seed=2)
+    after = torch.rand(1)
+    assert torch.equal(before, after)  # the global torch RNG was not advanced
+    np.testing.assert_array_equal(a, generate_atsp(10, 4, seed=2))
+    assert a.shape == (4, 10, 10) and a.dtype == np.float32
+    assert np.all(np.diagonal(a, axis1=1, axis2=2) == 0)
+    assert not np.allclose(a, a.transpose(0, 2, 1))  # asymmetric
+    # tmat class: closed under the triangle inequality, c(i, j) <= c(i, k) + c(k, j)
+    via = a[:, :, :, None] + a[:, None, :, :]  # [b, i, k, j]
+    assert np.all(a <= via.min(axis=2) + 1e-6)
+
+
+def test_npz_round_trip_and_cost_matrix(tmp_path):
+    locs = generate_tsp(6, 3, seed=0)
+    inst = load_instances(save_instances(tmp_path / "t.npz", locs=locs), problem="tsp", num_loc=6)
+    assert inst.problem == "tsp" and len(inst) == 3 and inst.num_loc == 6
+    np.testing.assert_array_equal(inst.locs, locs)
+    d = np.linalg.norm(locs[1, 2] - locs[1, 4])
+    assert inst.cost_matrix.shape == (3, 6, 6)
+    assert inst.cost_matrix[1, 2, 4] == pytest.approx(d, rel=1e-6)
+
+    cost = generate_atsp(5, 2, seed=0)
+    inst = load_instances(save_instances(tmp_path / "a.npz", cost_matrix=cost))
+    assert inst.problem == "atsp" and inst.locs is None and inst.num_loc == 5 and len(inst) == 2
+    np.testing.assert_array_equal(inst.cost_matrix, cost)
+
+
+def test_symmetric_cost_matrix_can_be_read_as_tsp(tmp_path):
+    locs = generate_tsp(5, 2, seed=1)
+    cost = Instances("tsp", locs=locs).cost_matrix
+    np.savez(tmp_path / "m.npz", cost_matrix=cost)
+    inst = load_instances(tmp_path / "m.npz", problem="tsp")
+    assert inst.problem == "tsp" and inst.locs is None
+
+
+def test_tsplib_euc2d_and_explicit(tmp_path):
+    (tmp_path / "sq.tsp").write_text(
+        "NAME: sq\nTYPE: TSP\nDIMENSION: 4\nEDGE_WEIGHT_TYPE: EUC_2D\nNODE_COORD_SECTION\n"
+        "1 0 0\n2 3 0\n3 3 4\n4 0 4\nEOF\n")
+    inst = load_instances(tmp_path / "sq.tsp")
+    assert inst.problem == "tsp" and inst.locs.shape == (1, 4, 2)
+    assert inst.cost_matrix[0, 0, 2] == pytest.approx(5.0)
+
+    (tmp_path / "m.atsp").write_text(
+        "NAME: m\nTYPE: ATSP\nDIMENSION: 3\nEDGE_WEIGHT_TYPE: EXPLICIT\n"
+        "EDGE_WEIGHT_FORMAT: FULL_MATRIX\nEDGE_WEIGHT_SECTION\n9999 1 2\n3 9999 4\n5 6 9999\nEOF\n")
+    inst = load_instances(tmp_path / "m.atsp", problem="atsp", num_loc=3)
+    np.testing.assert_array_equal(inst.cost_matrix[0], [[0, 1, 2], [3, 0, 4], [5, 6, 0]])
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+BAD_NPZ = {
+    "missing keys": (dict(coords=np.zeros((2, 5, 2))), "no 'locs'"),
+    "locs shape": (dict(locs=np.zeros((2, 5, 3))), r"\[B, N, 2\]"),
+    "cost shape": (dict(cost_matrix=np.zeros((2, 5, 4))), r"\[B, N, N\]"),
+    "NaN locs": (dict(locs=np.where(np.arange(20).reshape(2, 5, 2) == 13, np.nan, 0.5)),
+                 "instance 1 has NaN or inf"),
+    "inf cost": (dict(cost_matrix=np.where(np.eye(4)[None] == 1, 0, np.inf).repeat(2, 0)),
+                 "instance 0 has NaN or inf"),
+    "negative cost": (dict(cost_matrix=np.stack([np.ones((4, 4)), -np.ones((4, 4))])),
+                      "instance 1 has negative"),
+    "too few nodes": (dict(locs=np.zeros((2, 2, 2))), "at least 3"),
+    "empty": (dict(locs=np.zeros((0, 5, 2))), "no instances"),
+    "strings": (dict(locs=np.array([["a"]])), "numeric"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_NPZ)
+def test_bad_npz_names_file_and_problem(tmp_path, case):
+    arrays, message = BAD_NPZ[case]
+    path = _npz(tmp_path, **arrays)
+    with pytest.raises(ValueError, match=message) as err:
+        load_instances(path)
+    assert "bad.npz" in str(err.value)
+
+
+def test_mismatches_are_errors(tmp_path):
+    path = save_instances(tmp_path / "t.npz", locs=generate_tsp(6, 2, seed=0))
+    with pytest.raises(ValueError, match="N=6 nodes, expected num_loc=20"):
+        load_instances(path, num_loc=20)
+    with pytest.raises(ValueError, match="holds TSP instances, expected ATSP"):
+        load_instances(path, problem="atsp")
+    asym = _npz(tmp_path, cost_matrix=generate_atsp(5, 2, seed=0))
+    with pytest.raises(ValueError, match="instance 0 is not symmetric"):
+        load_instances(asym, problem="tsp")
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        load_instances(tmp_path / "nope.npz")
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(ValueError, match="unknown instance format"):
+        load_instances(tmp_path / "x.csv")
+
+
+def test_bad_tsplib_files(tmp_path):
+    (tmp_path / "geo.tsp").write_text(
+        "NAME: g\nTYPE: TSP\nDIMENSION: 3\nEDGE_WEIGHT_TYPE: GEO\nNODE_COORD_SECTION\n"
+        "1 0 0\n2 1 0\n3 1 1\nEOF\n")
+    with pytest.raises(ValueError, match="geo.tsp: EDGE_WEIGHT_TYPE GEO"):
+        load_instances(tmp_path / "geo.tsp")
+    (tmp_path / "cvrp.tsp").write_text("NAME: c\nTYPE: CVRP\nDIMENSION: 3\nEOF\n")
+    with pytest.raises(ValueError, match="cvrp.tsp: TSPLIB TYPE CVRP"):
+        load_instances(tmp_path / "cvrp.tsp")
+
+
+def test_save_validates(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        save_instances(tmp_path / "t.npz")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        save_instances(tmp_path / "t.npz", locs=np.full((1, 4, 2), np.nan))
+    with pytest.raises(ValueError, match=".npz"):
+        save_instances(tmp_path / "t.pkl", locs=np.zeros((1, 4, 2)))
+    assert not any(tmp_path.iterdir())
