@@ -173,7 +173,10 @@ def _load_npz(path: Path, problem: str | None) -> Instances:
 
 
 def _load_tsplib(path: Path) -> Instances:
-    import tsplib95
+    try:
+        import tsplib95
+    except ImportError as err:
+        raise ValueError(f"{path}: reading TSPLIB files needs tsplib95: pip install tsplib95") from err
 
     try:
         prob = tsplib95.load(path)

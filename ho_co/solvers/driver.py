@@ -111,6 +111,9 @@ def solve_instances(solver: str, *, locs=None, cost_matrix=None, out=None, worke
     if cached is not None:
         _say(progress, f"{out}: cached {solver} references for these instances")
         return cached
+    if out.exists():
+        _say(progress, f"{out}: holds other references (instances, solver or time limit "
+                       "differ): solving again and replacing it")
 
     partial = out.with_name(out.name + ".partial.jsonl")
     header = {"instances_hash": digest, "solver": solver, "time_limit": time_limit, "size": size}
