@@ -44,7 +44,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         ref = refs.lengths if ref is None else ref
         rows.append(f"| {solver}{f' (GLS {limit:g} s)' if limit else ''} | {refs.lengths.mean():.5f} "
-                    f"| {mean_gap(refs.lengths, ref) + 0.0:.3f} | {int(refs.optimal.sum())}/{len(inst)} "
+                    f"| {round(mean_gap(refs.lengths, ref), 3) + 0.0:.3f} | {int(refs.optimal.sum())}/{len(inst)} "
                     f"| {seconds:.1f} |")
     table = "\n".join([
         f"{inst.problem.upper()}-{inst.num_loc}, {len(inst)} instances from {args.instances}; "

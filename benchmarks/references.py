@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ho_co.routing.instances import generate_tsp
 from ho_co.solvers import SOLVERS, SolverUnavailable, default_optimal_solver, mean_gap, solve_instances
 
@@ -67,7 +65,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for solver, limit, ms, length, gap, opt in rows:
             name = solver + (f" (GLS {limit:g} s)" if limit else "")
-            print(f"| {name} | {ms:.1f} | {ms / base_ms:.2f} | {length:.5f} | {gap + 0.0:.3f} | "
+            print(f"| {name} | {ms:.1f} | {ms / base_ms:.2f} | {length:.5f} | {round(gap, 3) + 0.0:.3f} | "
                   f"{opt}/{args.size} |")
 
         solver = default_optimal_solver()

@@ -99,11 +99,12 @@ def build_model(config: PretrainConfig, vocab_size: int, order: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from ho_co import replace_linear
+    from ho_co.llm.saving import declare_causal_lm_loss
 
     torch.manual_seed(config.seed)
     gpt = GPT2Config(vocab_size=vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
                      n_layer=config.n_layer, n_head=config.n_head, bos_token_id=None, eos_token_id=None)
-    model = GPT2LMHeadModel(gpt)
+    model = declare_causal_lm_loss(GPT2LMHeadModel(gpt))
     if order > 1:
         report = replace_linear(model, lambda lin: ho_from_scratch(lin, order), targets=config.targets)
         if report.skipped:

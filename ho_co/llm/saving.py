@@ -128,6 +128,19 @@ def read_meta(path: str | Path) -> dict | None:
     return meta
 
 
+def declare_causal_lm_loss(model: nn.Module) -> nn.Module:
+    """Name the loss of a causal LM whose class name does not say so (GPT2LMHeadModel).
+
+    transformers derives `loss_type` from the class name; for GPT-2 it finds none, and then
+    the Trainer counts the label tokens before the causal shift, so every reported loss (and
+    gradient) is scaled by (L - 1) / L (seen with transformers 5.23: eval loss 4.74 for a true
+    4.82 with blocks of 64). Every model here is loaded as a causal LM, so the loss is known.
+    """
+    if getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForCausalLM"
+    return model
+
+
 def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
     """A Hugging Face causal LM and its tokenizer (local directory or hub name), ready to train.
 
@@ -142,7 +155,7 @@ def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
     tokenizer.padding_side = "right"
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    return model, tokenizer
+    return declare_causal_lm_loss(model), tokenizer
 
 
 def load_finetuned(path: str | Path, base_model: str | None = None):
@@ -172,7 +185,7 @@ def load_finetuned(path: str | Path, base_model: str | None = None):
         )
     if spec.method == "c2q":
         config = AutoConfig.from_pretrained(path)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = declare_causal_lm_loss(AutoModelForCausalLM.from_config(config, dtype=dtype))
         replay_c2q(model, spec)
         from safetensors.torch import load_model
 
@@ -180,10 +193,12 @@ def load_finetuned(path: str | Path, base_model: str | None = None):
     elif spec.method == "lora":
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), path)
+        base_lm = declare_causal_lm_loss(AutoModelForCausalLM.from_pretrained(base, dtype=dtype))
+        model = PeftModel.from_pretrained(base_lm, path)
     else:  # quanta
         from ho_co.adapters import load_adapter
 
-        model = load_adapter(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), path / QUANTA_DIR)
+        base_lm = declare_causal_lm_loss(AutoModelForCausalLM.from_pretrained(base, dtype=dtype))
+        model = load_adapter(base_lm, path / QUANTA_DIR)
     model.eval()
     return model, tokenizer

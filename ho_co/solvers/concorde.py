@@ -11,12 +11,14 @@ Concorde works on integers (EUC_2D rounds each edge to the nearest integer), so 
 scaled so the largest coordinate extent (or cost) is ``SCALE`` = 1e7 units. The returned tour is
 optimal for the rounded instance; its exact float length, recomputed by the caller, is then
 within ``N * extent / SCALE`` of the float optimum (5e-6 for TSP-50 in the unit square), in
-practice far less. Concorde is free for academic research use only.
+practice far less. ATSP matrices get a smaller scale (about 1e6 for rl4co's ATSP-50), because
+the 2N-node transformation's largest weight must stay below ``CAP``. Concorde is free for
+academic research use only.
 
 The C code prints to both streams and writes files into the current directory, so every call
 runs under `quiet.silenced_in_tempdir`. Its answer is checked (success flag, permutation);
-``solve`` falls back to the exact MIP (`exact.solve`) when Concorde is missing the point:
-fewer than ``MIN_NODES`` nodes (the binding crashes on 3) or a failed or invalid answer.
+``solve`` falls back to the exact MIP (`exact.solve`) for fewer than ``MIN_NODES`` nodes (the
+binding dies with SIGFPE on 3) and when Concorde's answer is a failure or not a tour.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
 import numpy as np
 
 from ho_co.solvers.heuristics import nearest_neighbour, tour_cost
 from ho_co.solvers.quiet import silenced_in_tempdir
 from ho_co.solvers.tours import Solution
 
-SCALE = 1e7
-CAP = 1e8
+SCALE = 1e7  # integer units per coordinate extent / largest cost
+CAP = 1e8  # largest weight in the ATSP transformation (the binding crashed at 1e9 here)
 MIN_NODES = 5
 INSTALL_HINT = (
     "no Concorde found. Install the binding shipped in the ml4co-kit wheel without its "

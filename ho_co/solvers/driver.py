@@ -97,9 +97,7 @@ def solve_instances(solver: str, *, locs=None, cost_matrix=None, out=None, worke
         raise ValueError("solve_instances needs exactly one of locs= (TSP) or cost_matrix=")
     spec = get_solver(solver)  # unknown or not installed: a clear error before any work
     arr = np.asarray(locs if locs is not None else cost_matrix)
-    if arr.ndim != 3 or arr.shape[1] < 3:
-        raise ValueError(f"instances must be [B, N, 2] locs or [B, N, N] costs with N >= 3, "
-                         f"got shape {list(arr.shape)}")
+    _check_arrays(arr, "locs" if locs is not None else "cost_matrix")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     size, n = arr.shape[:2]
@@ -136,6 +134,21 @@ def solve_instances(solver: str, *, locs=None, cost_matrix=None, out=None, worke
     refs.save(out)
     partial.unlink(missing_ok=True)
     return refs
+
+
+def _check_arrays(arr: np.ndarray, key: str) -> None:
+    """The shape and value checks every solver relies on (files are checked on loading too)."""
+    width = 2 if key == "locs" else (arr.shape[1] if arr.ndim == 3 else -1)
+    if arr.ndim != 3 or arr.shape[2] != width or arr.shape[1] < 3 or arr.shape[0] < 1:
+        shape = "[B, N, 2]" if key == "locs" else "[B, N, N]"
+        raise ValueError(f"{key} must have shape {shape} with B >= 1 and N >= 3, "
+                         f"got {list(arr.shape)}")
+    bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+    if key == "cost_matrix":
+        bad |= (arr < 0).reshape(len(arr), -1).any(axis=1)
+    if bad.any():
+        raise ValueError(f"{key} of instance {np.flatnonzero(bad)[0]} has NaN, inf"
+                         f"{' or negative' if key == 'cost_matrix' else ''} values")
 
 
 def _cached(out: Path, digest: str, solver: str, limit: float) -> References | None:

@@ -171,3 +171,18 @@ def test_c2q_cannot_merge_and_is_not_loadable_as_plain_hf(loaded, model_dir, tmp
     save_finetuned(model, tokenizer, tmp_path / "c2q", spec, str(model_dir))
     with pytest.raises(OSError):  # never silently the unconverted architecture
         AutoModelForCausalLM.from_pretrained(tmp_path / "c2q")
+
+
+@pytest.mark.parametrize("arch", ["gpt2"])
+def test_trainer_eval_loss_is_the_model_loss(loaded, text_file, tmp_path):
+    """GPT-2's class name hides its causal loss from the Trainer's token count (see
+    saving.declare_causal_lm_loss); without the fix this is off by a factor (L - 1) / L."""
+    model, tokenizer, _, _ = loaded
+    from ho_co.llm.data import encode_text_blocks
+
+    blocks = encode_text_blocks(text_file, tokenizer, 16)[:8]
+    direct = loss(model, make_collator(tokenizer)(blocks))
+    config = FinetuneConfig(model="-", data="-", output=str(tmp_path), spec=MethodSpec("full"), batch_size=8,
+                            use_cpu=True)
+    trainer = build_trainer(model, tokenizer, blocks, config, eval_examples=blocks)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(direct, rel=1e-4)

@@ -115,6 +115,11 @@ def test_bad_arrays_rejected_before_work(tmp_path):
         solve_instances("exact", out=tmp_path / "x.npz")
     with pytest.raises(ValueError, match="N >= 3"):
         solve_instances("exact", locs=np.zeros((2, 2, 2)), out=tmp_path / "x.npz")
+    with pytest.raises(ValueError, match=r"locs must have shape \[B, N, 2\]"):
+        solve_instances("exact", locs=np.zeros((2, 5, 3)), out=tmp_path / "x.npz")
+    with pytest.raises(ValueError, match="cost_matrix of instance 1 has NaN, inf or negative"):
+        solve_instances("exact", cost_matrix=np.stack([np.ones((4, 4)), -np.ones((4, 4))]),
+                        out=tmp_path / "x.npz")
     with pytest.raises(ValueError, match="workers"):
         solve_instances("exact", locs=TSP, workers=0, out=tmp_path / "x.npz")
 
