@@ -135,14 +135,15 @@ def main() -> None:
           f"HO order {args.order} on {args.ho_targets}")
     # Rounds interleave the models, so drift in machine load hits all of them alike; the
     # best of the rounds is the least disturbed measurement of each.
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, float]] = {name: {} for name in models(args)}
+    for _ in range(args.rounds):  # all inference first: no Lightning run in between
+        for name, make in models(args).items():
+            rows[name]["infer_ms"] = min(rows[name].get("infer_ms", float("inf")), inference_ms(make, env, args))
     for _ in range(args.rounds):
         for name, make in models(args).items():
-            row = rows.setdefault(name, {})
-            row["infer_ms"] = min(row.get("infer_ms", float("inf")), inference_ms(make, env, args))
             for b in args.batch:
                 k = f"train_b{b}"
-                row[k] = max(row.get(k, 0.0), train_instances_per_s(make, env, b, args))
+                rows[name][k] = max(rows[name].get(k, 0.0), train_instances_per_s(make, env, b, args))
     cols = list(next(iter(rows.values())))
     print(f"{'model':18s}" + "".join(f"{c:>16s}" for c in ["infer ms/inst"] + [f"train/s b{b}" for b in args.batch]))
     for name, r in rows.items():
