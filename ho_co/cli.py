@@ -174,7 +174,11 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
         if args.cfg:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        result = train(cfg)
+        try:
+            result = train(cfg)
+        except (ValueError, FileNotFoundError) as err:  # bad config or input files, named
+            print(f"ho-co train: error: {err}", file=sys.stderr)
+            return 2
         print(f"run: {result['output_dir']}  epoch {result['epoch']}  step {result['global_step']}")
         print(f"last checkpoint: {result['last_checkpoint']}")
         print(f"best checkpoint: {result['best_checkpoint']}")
@@ -272,6 +276,30 @@ def _cmd_solve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _cmd_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("checkpoint", help="ship (weights-only bf16) or pack/unpack a training checkpoint")
+    p.add_argument("action", choices=["export", "pack", "unpack"],
+                   help="export: weights only (what ships); pack: split a training checkpoint into "
+                        "<=15 MiB parts (Adam moments in bf16); unpack: join parts back")
+    p.add_argument("source", help="checkpoint (export, pack) or folder of parts (unpack)")
+    p.add_argument("dest", help="output checkpoint (export, unpack) or folder for the parts (pack)")
+
+    def run(args: argparse.Namespace) -> int:
+        from ho_co.routing import checkpoints
+
+        if args.action == "export":
+            out = checkpoints.export_weights(args.source, args.dest)
+            print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, weights only, bf16)")
+        elif args.action == "pack":
+            parts = checkpoints.pack(args.source, args.dest)
+            print(f"wrote {len(parts)} part(s) to {args.dest}")
+        else:
+            print(f"wrote {checkpoints.unpack(args.source, args.dest)}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 # Subcommands register here, one line each, in the order `ho-co --help` lists them.
 COMMANDS = [
     _cmd_version,
@@ -279,6 +307,7 @@ COMMANDS = [
     _cmd_solve,
     _cmd_train,
     _cmd_eval,
+    _cmd_checkpoint,
     _cmd_finetune,
     _cmd_lm_eval,
     _cmd_pretrain,

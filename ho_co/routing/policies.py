@@ -227,6 +227,15 @@ def load_policy_weights(policy: nn.Module, path: str | Path) -> None:
         )
 
 
+def check_size(name: str, num_loc: int, embed_dim: int, init_embedding_mode: str = "RandomOneHot", **_) -> None:
+    """MatNet's column embeddings are one-hot over the embedding dimensions: N <= embed_dim."""
+    if name == "matnet" and init_embedding_mode == "RandomOneHot" and num_loc > embed_dim:
+        raise ValueError(
+            f"MatNet's random one-hot embedding needs embed_dim >= num_loc; got embed_dim={embed_dim} "
+            f"for N={num_loc} (raise model.policy.embed_dim or use init_embedding_mode=Random)"
+        )
+
+
 def _check_ho(ho: Mapping[str, Any] | None) -> dict | None:
     ho = dict(ho) if ho else None
     if ho is not None:

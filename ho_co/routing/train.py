@@ -83,6 +83,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     env = instantiate(cfg.env)
+    from ho_co.routing.policies import check_size
+
+    check_size(num_loc=env.generator.num_loc, **{k: v for k, v in cfg.model.policy.items() if k != "_target_"})
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += [RankSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]

@@ -95,3 +95,9 @@ def test_ddp_two_cpu_processes(tmp_path, smoke):
     assert ranks["ranks"][0]["seed"] != ranks["ranks"][1]["seed"]
     assert ranks["ranks"][0]["data_checksum"] != ranks["ranks"][1]["data_checksum"]
     assert [int(r["instances_seen"]) for r in curve(tmp_path / "ddp")] == [32]
+
+
+def test_matnet_too_narrow_for_n_is_a_clear_error(tmp_path, smoke, capsys):
+    overrides = smoke(tmp_path, "narrow", "model.policy.embed_dim=4")
+    assert main(["train", *overrides]) == 2
+    assert "embed_dim >= num_loc" in capsys.readouterr().err
