@@ -30,6 +30,7 @@ from rl4co.models.zoo.matnet.encoder import MatNetEncoder, MixedScoresSDPA
 
 from ho_co.layers import HOLinear
 from ho_co.replace import ReplaceReport, replace_linear
+from ho_co.routing.fast import make_fast
 
 # Preset placements: name -> replace_linear patterns, per policy family.
 PLACEMENTS: dict[str, dict[str, list[str]]] = {
@@ -245,7 +246,7 @@ def _check_ho(ho: Mapping[str, Any] | None) -> dict | None:
     return ho
 
 
-def assemble_policy(name: str, ho: Mapping[str, Any] | None = None, **kwargs) -> nn.Module:
+def assemble_policy(name: str, ho: Mapping[str, Any] | None = None, fast: bool = False, **kwargs) -> nn.Module:
     """The architecture alone (fresh weights): how a checkpoint's policy is rebuilt to load it."""
     if name not in BUILDERS:
         raise ValueError(f"unknown policy {name!r}; expected one of {sorted(BUILDERS)}")
@@ -254,11 +255,14 @@ def assemble_policy(name: str, ho: Mapping[str, Any] | None = None, **kwargs) ->
     if ho is not None:
         apply_ho(policy, name, int(ho.get("order", 2)), ho.get("targets") or ["all"], ho.get("exclude"),
                  ho.get("mode", "scratch"))
-    return policy
+    return make_fast(policy) if fast else policy
 
 
-def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str | None = None, **kwargs) -> nn.Module:
+def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str | None = None, fast: bool = False,
+                 **kwargs) -> nn.Module:
     """The policy `name` ("matnet" or "am") with sizes `kwargs`, HO layers from `ho`.
+
+    fast: MatNet only, the same policy with ho_co.routing.fast's lean multi-start decoding loop.
 
     ho: {order: K, targets: [presets or patterns], exclude: [...], mode: scratch|convert}
     or None for the plain policy. init_from: a checkpoint of the plain policy, loaded before
@@ -275,4 +279,4 @@ def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str 
         load_policy_weights(policy, init_from)
     if ho is not None:
         apply_ho(policy, name, int(ho.get("order", 2)), ho.get("targets") or ["all"], ho.get("exclude"), mode)
-    return policy
+    return make_fast(policy) if fast else policy

@@ -101,3 +101,12 @@ def test_matnet_too_narrow_for_n_is_a_clear_error(tmp_path, smoke, capsys):
     overrides = smoke(tmp_path, "narrow", "model.policy.embed_dim=4")
     assert main(["train", *overrides]) == 2
     assert "embed_dim >= num_loc" in capsys.readouterr().err
+
+
+def test_convert_a_trained_matnet_then_fine_tune(tmp_path, smoke):
+    plain = train(compose(smoke(tmp_path, "plain", "model=matnet", "trainer.max_epochs=1")))
+    tuned = train(compose(smoke(tmp_path, "tuned", "trainer.max_epochs=1", "model.policy.ho.mode=convert",
+                                f"model.policy.init_from={plain['last_checkpoint']}")))
+    state = torch.load(tuned["last_checkpoint"], weights_only=True)["state_dict"]
+    scales = [k for k in state if k.endswith("ho_scale")]
+    assert scales and any(state[k].abs().sum() > 0 for k in scales)  # the higher orders started to grow

@@ -1,0 +1,287 @@
+"""Lean POMO decoding for rl4co's MatNet: the same policy, the same math, a faster loop.
+
+rl4co's decoding loop pays, at every one of its N steps, for TensorDict bookkeeping (batchify,
+unbatchify, `env.step`'s update), host syncs (`done.all()`, `td["i"].item()`, NaN and
+feasibility asserts, boolean-mask indexing) and two matmuls that do not depend on the step.
+With POMO's B x N rollouts of small kernels, that overhead, not the arithmetic, sets the
+speed. `FastMatNetPolicy` keeps rl4co's modules, parameters (so checkpoints are
+interchangeable), forward signature and outputs, and replaces only the multi-start loop:
+
+- plain tensors in a [batch, start, ...] layout; the instance is never copied per start;
+- everything that does not depend on the step is computed once per batch: the attention keys
+  and values, the context projection split into its first-node and current-node halves
+  (W [e_first; e_cur] = W_f e_first + W_c e_cur), and the pointer's output projection folded
+  into the logit keys (logits = (W_o h) . k / sqrt(E) = h . (W_o^T k) / sqrt(E));
+- a static loop of exactly N - 2 network steps with no host sync (the last node is forced: its
+  log-probability is exactly 0, as in rl4co), masks as bool tensors, the chosen
+  log-probability gathered at once (no stored [steps, N] logits);
+- the step itself is one function of tensors (`pointer_step`), so on CUDA it can be handed to
+  `torch.compile` (opt-in, `compile=True`); the CPU path stays eager.
+
+Layers that are not a plain `nn.Linear` (HOLinear placed in the decoder) cannot be split or
+folded; the step then calls them as rl4co does. Anything the lean loop does not cover
+(another env, single-start or beam decoding, `actions=` evaluation, entropy, top-k/p) falls
+back to rl4co's own forward, so the class is a drop-in for `AutoregressivePolicy`.
+Sampling draws `torch.multinomial` over the same [start * batch, N] rows as rl4co, so with
+the same seed the two policies sample the same tours.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from rl4co.envs.routing.atsp.env import ATSPEnv
+from rl4co.models.common.constructive.autoregressive import AutoregressivePolicy
+from rl4co.models.nn.env_embeddings.context import TSPContext
+from rl4co.models.nn.env_embeddings.dynamic import StaticEmbedding
+from rl4co.models.zoo.am.decoder import AttentionModelDecoder
+
+# rl4co decode types the lean loop runs, and how it picks an action in each
+LEAN_DECODE = {"multistart_greedy": "greedy", "multistart_sampling": "sampling"}
+# decoding kwargs the lean loop understands; any other one sends the call to rl4co's loop
+LEAN_KWARGS = {"decode_type", "num_starts", "temperature", "tanh_clipping", "mask_logits"}
+
+
+class StepTables(NamedTuple):
+    """Per-batch tensors the decoding steps read ([B, S, ...] per start, [B, N, ...] per node).
+
+    query_cur is None when the context projection is not a plain Linear (then `context_pairs`
+    holds the row embeddings and the projection runs each step); logit_keys already contain the
+    pointer's output projection and 1/sqrt(E) when that projection is a plain Linear.
+    """
+
+    query_first: Tensor | None  # [B, S, E]: W_f e_first + bias + graph context
+    query_cur: Tensor | None  # [B, N, E]: W_c e_n for every node n
+    row_emb: Tensor | None  # [B, N, E]: only for a non-Linear context projection
+    keys: Tensor  # [B, H, N, d]
+    values: Tensor  # [B, H, N, d]
+    logit_keys: Tensor  # [B, N, E]
+    logit_bias: Tensor | None  # [B, 1, N]: the folded output bias, if any
+
+
+def gather_rows(table: Tensor, index: Tensor) -> Tensor:
+    """table [B, N, E], index [B, S] -> [B, S, E]."""
+    return table.gather(1, index.unsqueeze(-1).expand(-1, -1, table.size(-1)))
+
+
+def step_tables(decoder: AttentionModelDecoder, row_emb: Tensor, col_emb: Tensor, first: Tensor) -> StepTables:
+    """What MatNet's decoder computes once per batch, plus the split and folded projections."""
+    glimpse_key, glimpse_val, logit_key = decoder.project_node_embeddings(col_emb).chunk(3, dim=-1)
+    heads = decoder.pointer.num_heads
+    split = lambda x: x.unflatten(-1, (heads, -1)).transpose(1, 2)  # [B, N, E] -> [B, H, N, d]
+    graph_context = decoder.project_fixed_context(col_emb.mean(1)).unsqueeze(1) if decoder.use_graph_context else 0
+
+    ctx = decoder.context_embedding.project_context
+    query_first = query_cur = rows = None
+    if type(ctx) is nn.Linear:
+        w_first, w_cur = ctx.weight.chunk(2, dim=1)
+        query_first = F.linear(gather_rows(row_emb, first), w_first, ctx.bias) + graph_context
+        query_cur = F.linear(row_emb, w_cur)
+    else:
+        rows = row_emb
+        if decoder.use_graph_context:
+            query_first = graph_context.expand(-1, first.size(1), -1)
+
+    out = decoder.pointer.project_out
+    scale = 1.0 / math.sqrt(logit_key.size(-1))
+    logit_bias = None
+    if type(out) is nn.Linear:
+        # logits = (W h + b) . k / sqrt(E) = h . (k W) / sqrt(E) + b . k / sqrt(E)
+        logit_keys = torch.matmul(logit_key, out.weight) * scale
+        if out.bias is not None:
+            logit_bias = (torch.matmul(logit_key, out.bias) * scale).unsqueeze(1)
+    else:
+        logit_keys = logit_key
+    return StepTables(query_first, query_cur, rows, split(glimpse_key), split(glimpse_val), logit_keys, logit_bias)
+
+
+def pointer_step(
+    tables: StepTables,
+    first: Tensor,
+    current: Tensor,
+    mask: Tensor,
+    context_proj: nn.Module | None,
+    out_proj: nn.Module | None,
+    sdpa_fn: Callable,
+    mask_inner: bool,
+    tanh_clipping: float,
+    temperature: float,
+) -> Tensor:
+    """Log-probabilities [B, S, N] of the next node: MatNet's pointer attention for one step.
+
+    first, current: [B, S] node indices; mask: [B, S, N] bool, True where a node may be visited.
+    context_proj / out_proj are the decoder's layers when they could not be split or folded
+    (None otherwise). Same operations as rl4co's decoder + `process_logits`.
+    """
+    if context_proj is None:
+        query = tables.query_first + gather_rows(tables.query_cur, current)
+    else:
+        pair = torch.stack([gather_rows(tables.row_emb, first), gather_rows(tables.row_emb, current)], -2)
+        query = context_proj(pair.flatten(-2))
+        if tables.query_first is not None:
+            query = query + tables.query_first
+    b, s, e = query.shape
+    heads = tables.keys.size(1)
+    q = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # [B, H, S, d]
+    glimpse = sdpa_fn(q, tables.keys, tables.values, attn_mask=mask.unsqueeze(1) if mask_inner else None)
+    glimpse = glimpse.transpose(1, 2).reshape(b, s, e)
+    if out_proj is None:
+        logits = torch.bmm(glimpse, tables.logit_keys.transpose(1, 2))
+        if tables.logit_bias is not None:
+            logits = logits + tables.logit_bias
+    else:
+        logits = torch.bmm(out_proj(glimpse), tables.logit_keys.transpose(1, 2)) / math.sqrt(e)
+    if tanh_clipping > 0:
+        logits = torch.tanh(logits) * tanh_clipping
+    logits = logits.masked_fill(~mask, float("-inf"))
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def tour_lengths(cost_matrix: Tensor, tours: Tensor) -> Tensor:
+    """cost [B, N, N], tours [B, S, N] -> closed-tour lengths [B, S], without a copy per start."""
+    n = cost_matrix.size(-1)
+    edges = tours * n + torch.roll(tours, -1, dims=-1)  # flat index of (from, to)
+    return cost_matrix.flatten(1).gather(1, edges.flatten(1)).view_as(tours).sum(-1)
+
+
+def per_start_rows(x: Tensor) -> Tensor:
+    """[B, S, ...] -> rl4co's multi-start layout [S * B, ...] (row s * B + b)."""
+    return x.transpose(0, 1).reshape(-1, *x.shape[2:])
+
+
+class FastMatNetPolicy(AutoregressivePolicy):
+    """rl4co's MatNet policy with a lean multi-start decoding loop (see the module docstring).
+
+    Build it around an existing policy's modules with `FastMatNetPolicy.from_policy(policy)`;
+    the state dict is the same, so checkpoints load either way. `compile=True` runs each
+    decoding step through `torch.compile` when the batch is on CUDA.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: AttentionModelDecoder, env_name: str = "atsp",
+                 compile: bool = False, **kwargs):
+        check_decoder(decoder, env_name)
+        super().__init__(encoder=encoder, decoder=decoder, env_name=env_name, **kwargs)
+        self.compile = compile
+        self._compiled_step = None
+
+    @classmethod
+    def from_policy(cls, policy: AutoregressivePolicy, compile: bool = False) -> "FastMatNetPolicy":
+        """The same encoder and decoder (shared, not copied) and decoding settings."""
+        settings = {k: getattr(policy, k) for k in (
+            "temperature", "tanh_clipping", "mask_logits", "train_decode_type", "val_decode_type", "test_decode_type")}
+        return cls(policy.encoder, policy.decoder, env_name=policy.env_name, compile=compile, **settings)
+
+    def lean_applies(self, td: TensorDict, env, decode_type: str, actions, return_entropy: bool, kwargs: dict) -> bool:
+        """Whether this call is one the lean loop computes exactly like rl4co's."""
+        num_starts = kwargs.get("num_starts")
+        return (
+            isinstance(env, ATSPEnv)
+            and decode_type in LEAN_DECODE
+            and actions is None
+            and not return_entropy
+            and set(kwargs) <= LEAN_KWARGS
+            and kwargs.get("mask_logits", self.mask_logits)
+            and td.batch_dims == 1
+            and (num_starts is None or num_starts > 1)
+            and td["action_mask"].size(-1) >= 2
+        )
+
+    def forward(self, td: TensorDict, env=None, phase: str = "train", calc_reward: bool = True,
+                return_actions: bool = True, return_entropy: bool = False, return_hidden: bool = False,
+                return_init_embeds: bool = False, return_sum_log_likelihood: bool = True, actions=None,
+                max_steps: int = 1_000_000, **decoding_kwargs) -> dict:
+        decode_type = decoding_kwargs.get("decode_type") or getattr(self, f"{phase}_decode_type")
+        if not self.lean_applies(td, env, decode_type, actions, return_entropy, decoding_kwargs):
+            return super().forward(td, env, phase=phase, calc_reward=calc_reward, return_actions=return_actions,
+                                   return_entropy=return_entropy, return_hidden=return_hidden,
+                                   return_init_embeds=return_init_embeds,
+                                   return_sum_log_likelihood=return_sum_log_likelihood, actions=actions,
+                                   max_steps=max_steps, **decoding_kwargs)
+        hidden, init_embeds = self.encoder(td)
+        num_starts = decoding_kwargs.get("num_starts") or env.get_num_starts(td)
+        tours, step_logp = self.decode(
+            td, env, hidden, num_starts, LEAN_DECODE[decode_type],
+            temperature=decoding_kwargs.get("temperature", self.temperature),
+            tanh_clipping=decoding_kwargs.get("tanh_clipping", self.tanh_clipping),
+        )
+        out = {}
+        if calc_reward:
+            if env.check_solution:
+                env.check_solution_validity(td, per_start_rows(tours))
+            out["reward"] = per_start_rows(-tour_lengths(td["cost_matrix"], tours))
+        if return_sum_log_likelihood:
+            out["log_likelihood"] = per_start_rows(step_logp.sum(-1))
+        else:  # rl4co's [S * B, N] per-step log-probabilities: 0 for the start and the forced last node
+            zero = step_logp.new_zeros(step_logp.shape[:2] + (1,))
+            out["log_likelihood"] = per_start_rows(torch.cat([zero, step_logp, zero], -1))
+        if return_actions:
+            out["actions"] = per_start_rows(tours)
+        if return_hidden:  # what rl4co returns as "hidden": the decoder's cache
+            out["hidden"] = self.decoder._precompute_cache(hidden)
+        if return_init_embeds:
+            out["init_embeds"] = init_embeds
+        return out
+
+    def decode(self, td: TensorDict, env, hidden: tuple[Tensor, Tensor], num_starts: int, mode: str,
+               temperature: float, tanh_clipping: float) -> tuple[Tensor, Tensor]:
+        """Multi-start rollouts: tours [B, S, N] and chosen log-probabilities [B, S, N - 2]."""
+        row_emb, col_emb = hidden
+        batch, num_loc = td["action_mask"].shape
+        first = env.select_start_nodes(td, num_starts=num_starts).view(num_starts, batch).t()  # [B, S]
+        tables = step_tables(self.decoder, row_emb, col_emb, first)
+        ctx = self.decoder.context_embedding.project_context
+        out = self.decoder.pointer.project_out
+        layers = (None if tables.query_cur is not None else ctx, None if type(out) is nn.Linear else out)
+        pointer = self.decoder.pointer
+        step = self.step_fn(row_emb.device)
+
+        mask = torch.ones(batch, num_starts, num_loc, dtype=torch.bool, device=row_emb.device)
+        mask = mask.scatter(-1, first.unsqueeze(-1), False)
+        current, tours, logps = first, [first], []
+        for _ in range(num_loc - 2):
+            logp = step(tables, first, current, mask, *layers, pointer.sdpa_fn, pointer.mask_inner,
+                        tanh_clipping, temperature)
+            if mode == "greedy":
+                current = logp.argmax(-1)
+            else:  # the same multinomial rows as rl4co's Sampling: [S * B, N]
+                current = per_start_rows(logp).exp().multinomial(1).view(num_starts, batch).t()
+            logps.append(logp.gather(-1, current.unsqueeze(-1)).squeeze(-1))
+            tours.append(current)
+            mask = mask.scatter(-1, current.unsqueeze(-1), False)
+        tours.append(mask.to(torch.uint8).argmax(-1))  # the one node left
+        step_logp = torch.stack(logps, -1) if logps else row_emb.new_zeros(batch, num_starts, 0)
+        return torch.stack(tours, -1), step_logp
+
+    def step_fn(self, device: torch.device) -> Callable:
+        """`pointer_step`, compiled on CUDA when asked (compiled once, reused)."""
+        if not (self.compile and device.type == "cuda"):
+            return pointer_step
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(pointer_step, dynamic=False)
+        return self._compiled_step
+
+
+def check_decoder(decoder: nn.Module, env_name: str) -> None:
+    """The lean loop reproduces MatNet's ATSP/TSP decoder only; say so for anything else."""
+    if env_name != "atsp":
+        raise ValueError(f"the fast MatNet policy decodes rl4co's 'atsp' env (TSP/ATSP as matrices), not {env_name!r}")
+    if not isinstance(decoder, AttentionModelDecoder):
+        raise TypeError(f"the fast MatNet policy needs rl4co's MatNet decoder, got {type(decoder).__name__}")
+    if not isinstance(decoder.dynamic_embedding, StaticEmbedding) or not isinstance(decoder.context_embedding, TSPContext):
+        raise TypeError(
+            "the fast MatNet policy needs the static TSP/ATSP decoder embeddings (StaticEmbedding, TSPContext), got "
+            f"{type(decoder.dynamic_embedding).__name__}, {type(decoder.context_embedding).__name__}"
+        )
+
+
+def make_fast(policy: nn.Module, compile: bool = False) -> FastMatNetPolicy:
+    """The fast policy around `policy`'s modules (what `build_policy(..., fast=True)` returns)."""
+    if not isinstance(policy, AutoregressivePolicy):
+        raise TypeError(f"fast decoding wraps an rl4co AutoregressivePolicy (MatNet), got {type(policy).__name__}")
+    return FastMatNetPolicy.from_policy(policy, compile=compile)

@@ -1,0 +1,205 @@
+"""The fast MatNet decoding loop computes what rl4co's loop computes: same tours, rewards,
+log-likelihoods and gradients on the same inputs, weights and seeds (CPU, small N)."""
+
+import copy
+
+import pytest
+import torch
+
+from ho_co.layers import HOLinear
+from ho_co.routing.envs import make_env
+from ho_co.routing.fast import FastMatNetPolicy, make_fast, pointer_step, step_tables
+from ho_co.routing.policies import HOMixedScoresSDPA, build_policy
+
+TINY = dict(embed_dim=16, num_encoder_layers=2, num_heads=2, feedforward_hidden=24)
+N, B = 8, 5
+VARIANTS = {
+    "matnet": None,
+    "ho_matnet": {"order": 2, "targets": ["attention", "ffn"]},  # configs/model/ho_matnet.yaml
+    "ho_everywhere": {"order": 2, "targets": ["all"]},  # HOLinear in the decoder (no split, no fold), HO mixer
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: on a loaded 2-core box, thread hand-offs cost more than the work (~50x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pair(variant, seed=0, **kwargs):
+    """(rl4co's plain policy, the fast one sharing nothing but equal weights)."""
+    torch.manual_seed(seed)
+    plain = build_policy("matnet", ho=VARIANTS[variant], **TINY, **kwargs)
+    fast = make_fast(copy.deepcopy(plain))
+    return plain, fast
+
+
+def instances(problem, seed=1, batch=B, num_loc=N):
+    env = make_env(problem, num_loc)
+    torch.manual_seed(seed)
+    return env, env.reset(env.generator(batch))
+
+
+def run(policy, env, td, seed=2, **kwargs):
+    torch.manual_seed(seed)  # MatNet's random one-hot embeddings and the sampling
+    return policy(td.clone(), env, **kwargs)
+
+
+def assert_same(a, b, keys=("reward", "log_likelihood")):
+    assert torch.equal(a["actions"], b["actions"])
+    for k in keys:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("problem", ["tsp", "atsp"])
+def test_greedy_multistart_matches_rl4co(variant, problem):
+    plain, fast = pair(variant)
+    env, td = instances(problem)
+    a = run(plain, env, td, phase="test", decode_type="multistart_greedy")
+    b = run(fast, env, td, phase="test", decode_type="multistart_greedy")
+    assert b["actions"].shape == (N * B, N)
+    assert_same(a, b)
+    assert torch.equal(b["actions"].sort(-1).values, torch.arange(N).expand(N * B, N))
+    assert (b["actions"][:, 0] == torch.arange(N).repeat_interleave(B)).all()  # rl4co's start-node layout
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_sampling_draws_the_same_tours_and_gradients(variant):
+    plain, fast = pair(variant)
+    env, td = instances("tsp")
+    grads = []
+    for policy in (plain, fast):
+        out = run(policy, env, td, phase="train", decode_type="multistart_sampling")
+        reward = out["reward"].view(N, B)
+        loss = -((reward - reward.mean(0)) * out["log_likelihood"].view(N, B)).mean()  # POMO's shared baseline
+        policy.zero_grad()
+        loss.backward()
+        grads.append({n: p.grad for n, p in policy.named_parameters() if p.grad is not None})
+        out["loss"] = loss.detach()
+        grads[-1]["_out"] = out
+    a, b = grads[0].pop("_out"), grads[1].pop("_out")
+    assert_same(a, b, keys=("reward", "log_likelihood", "loss"))
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_fewer_starts_per_step_logprobs_and_hidden():
+    plain, fast = pair("ho_matnet")
+    env, td = instances("atsp")
+    kw = dict(phase="test", decode_type="multistart_greedy", num_starts=3, return_sum_log_likelihood=False,
+              return_hidden=True)
+    a, b = run(plain, env, td, **kw), run(fast, env, td, **kw)
+    assert b["log_likelihood"].shape == (3 * B, N)
+    assert_same(a, b)
+    assert (b["log_likelihood"][:, [0, -1]] == 0).all()
+    for field in ("node_embeddings", "glimpse_key", "glimpse_val", "logit_key"):  # rl4co returns its decoder cache
+        torch.testing.assert_close(getattr(a["hidden"], field), getattr(b["hidden"], field))
+
+
+def test_other_decodings_fall_back_to_rl4co():
+    plain, fast = pair("matnet")
+    env, td = instances("tsp")
+    for kw in ({"decode_type": "greedy"}, {"decode_type": "multistart_sampling", "top_k": 3},
+               {"decode_type": "multistart_greedy", "return_entropy": True}):
+        a, b = run(plain, env, td, **kw), run(fast, env, td, **kw)
+        assert_same(a, b)
+        if kw.get("return_entropy"):
+            torch.testing.assert_close(a["entropy"], b["entropy"])
+
+
+def test_rl4co_trainer_trains_the_fast_policy_like_the_plain_one():
+    """Two POMO steps through rl4co's MatNet module and RL4COTrainer: the same weights after."""
+    from rl4co.models import MatNet
+    from rl4co.utils.trainer import RL4COTrainer
+
+    weights = []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        policy = build_policy("matnet", ho=VARIANTS["ho_matnet"], fast=fast, **TINY)
+        assert isinstance(policy, FastMatNetPolicy) == fast
+        env = make_env("tsp", N)
+        model = MatNet(env, policy=policy, batch_size=4, train_data_size=8, val_data_size=4,
+                       optimizer_kwargs={"lr": 1e-3})
+        trainer = RL4COTrainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        torch.manual_seed(1)
+        trainer.fit(model)
+        assert trainer.global_step == 2
+        weights.append(policy.state_dict())
+    assert weights[0].keys() == weights[1].keys()  # checkpoints are interchangeable
+    for name, w in weights[0].items():
+        torch.testing.assert_close(weights[1][name], w, rtol=1e-4, atol=1e-6, msg=name)
+    torch.manual_seed(0)
+    start = build_policy("matnet", ho=VARIANTS["ho_matnet"], **TINY).state_dict()
+    assert sum(not torch.equal(start[k], weights[1][k]) for k in start) > 10  # training did move them
+
+
+def test_config_switch_and_eval_decode(tmp_path):
+    from hydra.utils import instantiate
+
+    from ho_co.routing.evaluate import decode
+    from ho_co.routing.train import compose
+
+    cfg = compose(["experiment=smoke", "model.policy.fast=true"])
+    policy = instantiate(cfg.model.policy)
+    assert isinstance(policy, FastMatNetPolicy)
+    assert any(isinstance(m, HOLinear) for m in policy.modules())
+    cfg_plain = compose(["experiment=smoke"])
+    assert cfg_plain.model.policy.fast is False  # off unless asked
+    plain = instantiate(cfg_plain.model.policy)
+    plain.load_state_dict(policy.state_dict())
+    env, td = instances("tsp", batch=3)
+    torch.manual_seed(4)
+    tours_fast = decode(policy, env, td.clone(), num_augment=2)
+    torch.manual_seed(4)
+    tours_plain = decode(plain, env, td.clone(), num_augment=2)
+    assert torch.equal(tours_fast, tours_plain)
+    with pytest.raises(ValueError, match="'atsp' env"):
+        build_policy("am", embed_dim=16, num_encoder_layers=1, num_heads=2, fast=True)
+
+
+def test_the_step_traces_whole_for_torch_compile():
+    """What `compile=True` hands to torch.compile on CUDA: one graph, the same log-probabilities."""
+    _, fast = pair("matnet")
+    env, td = instances("tsp")
+    with torch.no_grad():
+        row, col = fast.encoder(td)[0]
+        first = torch.arange(N).expand(B, N)
+        tables = step_tables(fast.decoder, row, col, first)
+        mask = torch.ones(B, N, N, dtype=torch.bool).scatter(-1, first.unsqueeze(-1), False)
+        current = (first + 1) % N
+        mask = mask.scatter(-1, current.unsqueeze(-1), False)
+        args = (tables, first, current, mask, None, None, fast.decoder.pointer.sdpa_fn, True, 10.0, 1.0)
+        eager = pointer_step(*args)
+        torch._dynamo.reset()
+        compiled = torch.compile(pointer_step, backend="aot_eager", fullgraph=True)(*args)
+    torch.testing.assert_close(compiled, eager)
+    assert torch.isinf(eager[mask.logical_not()]).all() and torch.isfinite(eager[mask]).all()
+
+
+def test_bf16_autocast_decodes_valid_tours():
+    _, fast = pair("ho_matnet")
+    env, td = instances("tsp")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run(fast, env, td, phase="train", decode_type="multistart_sampling")
+    assert torch.equal(out["actions"].sort(-1).values, torch.arange(N).expand(N * B, N))
+    tours = out["actions"]
+    cost = td["cost_matrix"].repeat(N, 1, 1)  # row s * B + b holds instance b
+    rows = cost.gather(1, tours.unsqueeze(-1).expand(-1, -1, N))  # rows[i, t] = cost[i, tours[i, t], :]
+    length = rows.gather(2, tours.roll(-1, 1).unsqueeze(-1)).sum((1, 2))
+    torch.testing.assert_close(out["reward"], -length)
+    assert out["log_likelihood"].requires_grad and torch.isfinite(out["log_likelihood"]).all()
+
+
+def test_bad_policies_are_refused_with_the_reason():
+    plain, _ = pair("matnet")
+    with pytest.raises(TypeError, match="AutoregressivePolicy"):
+        make_fast(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="'atsp' env"):
+        FastMatNetPolicy(plain.encoder, plain.decoder, env_name="tsp")
+    assert not any(isinstance(m, HOMixedScoresSDPA) for m in plain.modules())
