@@ -300,6 +300,28 @@ def _cmd_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _cmd_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="comparison table from eval JSONs, learning curves to PNG")
+    p.add_argument("--eval", nargs="*", default=[], metavar="LABEL=JSON", help="`ho-co eval --json` outputs")
+    p.add_argument("--curve", nargs="*", default=[], metavar="LABEL=CSV", help="runs' learning_curve.csv")
+    p.add_argument("--png", help="write the learning curves here")
+    p.add_argument("--x", choices=["wall_s", "instances_seen"], default="wall_s", help="curve x axis")
+    p.add_argument("--no-seed", action="store_true", help="leave the seed paper's TSP-50 rows out")
+
+    def run(args: argparse.Namespace) -> int:
+        from ho_co.routing import report
+
+        if args.eval:
+            print(report.comparison_table(report.parse_labelled(args.eval), with_seed=not args.no_seed))
+        if args.curve:
+            if not args.png:
+                raise SystemExit("ho-co report: --curve needs --png OUT.png")
+            print(f"wrote {report.plot_curves(report.parse_labelled(args.curve), args.png, x=args.x)}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 # Subcommands register here, one line each, in the order `ho-co --help` lists them.
 COMMANDS = [
     _cmd_version,
@@ -308,6 +330,7 @@ COMMANDS = [
     _cmd_train,
     _cmd_eval,
     _cmd_checkpoint,
+    _cmd_report,
     _cmd_finetune,
     _cmd_lm_eval,
     _cmd_pretrain,
