@@ -15,8 +15,9 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
 - a static loop of exactly N - 2 network steps with no host sync (the last node is forced: its
   log-probability is exactly 0, as in rl4co), masks as bool tensors, the chosen
   log-probability gathered at once (no stored [steps, N] logits);
-- the step itself is one function of tensors (`pointer_step`), so on CUDA it can be handed to
-  `torch.compile` (opt-in, `compile=True`); the CPU path stays eager.
+- the step itself is one function of tensors (`pointer_step`), so on CUDA it and the encoder
+  can be handed to `torch.compile` (opt-in: `compile="default"` or `"reduce-overhead"`, which
+  adds CUDA graphs); the CPU path always stays eager.
 
 Layers that are not a plain `nn.Linear` (HOLinear placed in the decoder) cannot be split or
 folded; the step then calls them as rl4co does. Anything the lean loop does not cover
@@ -29,21 +30,22 @@ the same seed the two policies sample the same tours.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
-from tensordict import TensorDict
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from rl4co.envs.routing.atsp.env import ATSPEnv
 from rl4co.models.common.constructive.autoregressive import AutoregressivePolicy
 from rl4co.models.nn.env_embeddings.context import TSPContext
 from rl4co.models.nn.env_embeddings.dynamic import StaticEmbedding
 from rl4co.models.zoo.am.decoder import AttentionModelDecoder
+from tensordict import TensorDict
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 # rl4co decode types the lean loop runs, and how it picks an action in each
 LEAN_DECODE = {"multistart_greedy": "greedy", "multistart_sampling": "sampling"}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # decoding kwargs the lean loop understands; any other one sends the call to rl4co's loop
 LEAN_KWARGS = {"decode_type", "num_starts", "temperature", "tanh_clipping", "mask_logits"}
 
@@ -51,7 +53,7 @@ LEAN_KWARGS = {"decode_type", "num_starts", "temperature", "tanh_clipping", "mas
 class StepTables(NamedTuple):
     """Per-batch tensors the decoding steps read ([B, S, ...] per start, [B, N, ...] per node).
 
-    query_cur is None when the context projection is not a plain Linear (then `context_pairs`
+    query_cur is None when the context projection is not a plain Linear (then `row_emb`
     holds the row embeddings and the projection runs each step); logit_keys already contain the
     pointer's output projection and 1/sqrt(E) when that projection is a plain Linear.
     """
@@ -139,8 +141,10 @@ def pointer_step(
         logits = torch.bmm(out_proj(glimpse), tables.logit_keys.transpose(1, 2)) / math.sqrt(e)
     if tanh_clipping > 0:
         logits = torch.tanh(logits) * tanh_clipping
-    logits = logits.masked_fill(~mask, float("-inf"))
-    return F.log_softmax(logits / temperature, dim=-1)
+    logits = torch.where(mask, logits, float("-inf"))
+    if temperature != 1.0:  # x / 1 is x: one kernel less per step
+        logits = logits / temperature
+    return F.log_softmax(logits, dim=-1)
 
 
 def tour_lengths(cost_matrix: Tensor, tours: Tensor) -> Tensor:
@@ -159,25 +163,31 @@ class FastMatNetPolicy(AutoregressivePolicy):
     """rl4co's MatNet policy with a lean multi-start decoding loop (see the module docstring).
 
     Build it around an existing policy's modules with `FastMatNetPolicy.from_policy(policy)`;
-    the state dict is the same, so checkpoints load either way. `compile=True` runs each
-    decoding step through `torch.compile` when the batch is on CUDA.
+    the state dict is the same, so checkpoints load either way. `compile` (a `torch.compile`
+    mode: "default", "reduce-overhead", "max-autotune"; None for eager) compiles the encoder
+    and the decoding step when the batch is on CUDA.
     """
 
     def __init__(self, encoder: nn.Module, decoder: AttentionModelDecoder, env_name: str = "atsp",
-                 compile: bool = False, **kwargs):
+                 compile: str | None = None, **kwargs):
         check_decoder(decoder, env_name)
         super().__init__(encoder=encoder, decoder=decoder, env_name=env_name, **kwargs)
         self.compile = compile
-        self._compiled_step = None
+        self._compiled: dict[str, Callable] = {}  # not modules: the state dict stays rl4co's
+
+    def __getstate__(self) -> dict:
+        """Compiled functions do not pickle (Lightning keeps the policy in its hparams): recompile."""
+        return {**self.__dict__, "_compiled": {}}
 
     @classmethod
-    def from_policy(cls, policy: AutoregressivePolicy, compile: bool = False) -> "FastMatNetPolicy":
+    def from_policy(cls, policy: AutoregressivePolicy, compile: str | None = None) -> FastMatNetPolicy:
         """The same encoder and decoder (shared, not copied) and decoding settings."""
         settings = {k: getattr(policy, k) for k in (
             "temperature", "tanh_clipping", "mask_logits", "train_decode_type", "val_decode_type", "test_decode_type")}
         return cls(policy.encoder, policy.decoder, env_name=policy.env_name, compile=compile, **settings)
 
-    def lean_applies(self, td: TensorDict, env, decode_type: str, actions, return_entropy: bool, kwargs: dict) -> bool:
+    def lean_applies(self, td: TensorDict, env, decode_type: str, actions, return_entropy: bool, calc_reward: bool,
+                     kwargs: dict) -> bool:
         """Whether this call is one the lean loop computes exactly like rl4co's."""
         num_starts = kwargs.get("num_starts")
         return (
@@ -185,6 +195,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
             and decode_type in LEAN_DECODE
             and actions is None
             and not return_entropy
+            and calc_reward
             and set(kwargs) <= LEAN_KWARGS
             and kwargs.get("mask_logits", self.mask_logits)
             and td.batch_dims == 1
@@ -197,24 +208,22 @@ class FastMatNetPolicy(AutoregressivePolicy):
                 return_init_embeds: bool = False, return_sum_log_likelihood: bool = True, actions=None,
                 max_steps: int = 1_000_000, **decoding_kwargs) -> dict:
         decode_type = decoding_kwargs.get("decode_type") or getattr(self, f"{phase}_decode_type")
-        if not self.lean_applies(td, env, decode_type, actions, return_entropy, decoding_kwargs):
+        if not self.lean_applies(td, env, decode_type, actions, return_entropy, calc_reward, decoding_kwargs):
             return super().forward(td, env, phase=phase, calc_reward=calc_reward, return_actions=return_actions,
                                    return_entropy=return_entropy, return_hidden=return_hidden,
                                    return_init_embeds=return_init_embeds,
                                    return_sum_log_likelihood=return_sum_log_likelihood, actions=actions,
                                    max_steps=max_steps, **decoding_kwargs)
-        hidden, init_embeds = self.encoder(td)
+        hidden, init_embeds = self.compiled("encoder", self.encoder, td["action_mask"].device)(td)
         num_starts = decoding_kwargs.get("num_starts") or env.get_num_starts(td)
         tours, step_logp = self.decode(
             td, env, hidden, num_starts, LEAN_DECODE[decode_type],
             temperature=decoding_kwargs.get("temperature", self.temperature),
             tanh_clipping=decoding_kwargs.get("tanh_clipping", self.tanh_clipping),
         )
-        out = {}
-        if calc_reward:
-            if env.check_solution:
-                env.check_solution_validity(td, per_start_rows(tours))
-            out["reward"] = per_start_rows(-tour_lengths(td["cost_matrix"], tours))
+        if env.check_solution:
+            env.check_solution_validity(td, per_start_rows(tours))
+        out = {"reward": per_start_rows(-tour_lengths(td["cost_matrix"], tours))}
         if return_sum_log_likelihood:
             out["log_likelihood"] = per_start_rows(step_logp.sum(-1))
         else:  # rl4co's [S * B, N] per-step log-probabilities: 0 for the start and the forced last node
@@ -239,7 +248,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
         out = self.decoder.pointer.project_out
         layers = (None if tables.query_cur is not None else ctx, None if type(out) is nn.Linear else out)
         pointer = self.decoder.pointer
-        step = self.step_fn(row_emb.device)
+        step = self.compiled("step", pointer_step, row_emb.device)
 
         mask = torch.ones(batch, num_starts, num_loc, dtype=torch.bool, device=row_emb.device)
         mask = mask.scatter(-1, first.unsqueeze(-1), False)
@@ -254,17 +263,20 @@ class FastMatNetPolicy(AutoregressivePolicy):
             logps.append(logp.gather(-1, current.unsqueeze(-1)).squeeze(-1))
             tours.append(current)
             mask = mask.scatter(-1, current.unsqueeze(-1), False)
-        tours.append(mask.to(torch.uint8).argmax(-1))  # the one node left
+        last = mask.to(torch.uint8).argmax(-1)  # the one node left: probability 1
+        if mode == "sampling":  # rl4co draws it anyway; drawing too keeps the two RNG streams in step
+            per_start_rows(mask).float().multinomial(1)
+        tours.append(last)
         step_logp = torch.stack(logps, -1) if logps else row_emb.new_zeros(batch, num_starts, 0)
         return torch.stack(tours, -1), step_logp
 
-    def step_fn(self, device: torch.device) -> Callable:
-        """`pointer_step`, compiled on CUDA when asked (compiled once, reused)."""
-        if not (self.compile and device.type == "cuda"):
-            return pointer_step
-        if self._compiled_step is None:
-            self._compiled_step = torch.compile(pointer_step, dynamic=False)
-        return self._compiled_step
+    def compiled(self, name: str, fn: Callable, device: torch.device) -> Callable:
+        """`fn` through torch.compile on CUDA when asked (compiled once, reused); else `fn`."""
+        if self.compile is None or device.type != "cuda":
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(fn, mode=self.compile, dynamic=False)
+        return self._compiled[name]
 
 
 def check_decoder(decoder: nn.Module, env_name: str) -> None:
@@ -280,8 +292,14 @@ def check_decoder(decoder: nn.Module, env_name: str) -> None:
         )
 
 
-def make_fast(policy: nn.Module, compile: bool = False) -> FastMatNetPolicy:
-    """The fast policy around `policy`'s modules (what `build_policy(..., fast=True)` returns)."""
+def make_fast(policy: nn.Module, fast: bool | str = True) -> FastMatNetPolicy:
+    """The fast policy around `policy`'s modules: what `build_policy(..., fast=...)` returns.
+
+    fast: True for the eager lean loop, or a torch.compile mode ("default", "reduce-overhead",
+    "max-autotune") to also compile the encoder and the step on CUDA.
+    """
     if not isinstance(policy, AutoregressivePolicy):
         raise TypeError(f"fast decoding wraps an rl4co AutoregressivePolicy (MatNet), got {type(policy).__name__}")
-    return FastMatNetPolicy.from_policy(policy, compile=compile)
+    if fast is not True and fast not in COMPILE_MODES:
+        raise ValueError(f"fast must be true or a torch.compile mode {COMPILE_MODES}, got {fast!r}")
+    return FastMatNetPolicy.from_policy(policy, compile=None if fast is True else fast)

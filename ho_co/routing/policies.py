@@ -246,7 +246,7 @@ def _check_ho(ho: Mapping[str, Any] | None) -> dict | None:
     return ho
 
 
-def assemble_policy(name: str, ho: Mapping[str, Any] | None = None, fast: bool = False, **kwargs) -> nn.Module:
+def assemble_policy(name: str, ho: Mapping[str, Any] | None = None, fast: bool | str = False, **kwargs) -> nn.Module:
     """The architecture alone (fresh weights): how a checkpoint's policy is rebuilt to load it."""
     if name not in BUILDERS:
         raise ValueError(f"unknown policy {name!r}; expected one of {sorted(BUILDERS)}")
@@ -255,14 +255,15 @@ def assemble_policy(name: str, ho: Mapping[str, Any] | None = None, fast: bool =
     if ho is not None:
         apply_ho(policy, name, int(ho.get("order", 2)), ho.get("targets") or ["all"], ho.get("exclude"),
                  ho.get("mode", "scratch"))
-    return make_fast(policy) if fast else policy
+    return make_fast(policy, fast) if fast else policy
 
 
-def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str | None = None, fast: bool = False,
+def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str | None = None, fast: bool | str = False,
                  **kwargs) -> nn.Module:
     """The policy `name` ("matnet" or "am") with sizes `kwargs`, HO layers from `ho`.
 
-    fast: MatNet only, the same policy with ho_co.routing.fast's lean multi-start decoding loop.
+    fast: MatNet only: true for the same policy with ho_co.routing.fast's lean multi-start
+    decoding loop, or a torch.compile mode ("reduce-overhead", ...) to also compile it on CUDA.
 
     ho: {order: K, targets: [presets or patterns], exclude: [...], mode: scratch|convert}
     or None for the plain policy. init_from: a checkpoint of the plain policy, loaded before
@@ -279,4 +280,4 @@ def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str 
         load_policy_weights(policy, init_from)
     if ho is not None:
         apply_ho(policy, name, int(ho.get("order", 2)), ho.get("targets") or ["all"], ho.get("exclude"), mode)
-    return make_fast(policy) if fast else policy
+    return make_fast(policy, fast) if fast else policy

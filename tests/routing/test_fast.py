@@ -2,6 +2,7 @@
 log-likelihoods and gradients on the same inputs, weights and seeds (CPU, small N)."""
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from ho_co.routing.envs import make_env
 from ho_co.routing.fast import FastMatNetPolicy, make_fast, pointer_step, step_tables
 from ho_co.routing.policies import HOMixedScoresSDPA, build_policy
 
-TINY = dict(embed_dim=16, num_encoder_layers=2, num_heads=2, feedforward_hidden=24)
+TINY = {"embed_dim": 16, "num_encoder_layers": 2, "num_heads": 2, "feedforward_hidden": 24}
 N, B = 8, 5
 VARIANTS = {
     "matnet": None,
@@ -71,9 +72,10 @@ def test_greedy_multistart_matches_rl4co(variant, problem):
 def test_sampling_draws_the_same_tours_and_gradients(variant):
     plain, fast = pair(variant)
     env, td = instances("tsp")
-    grads = []
+    grads, rng_after = [], []
     for policy in (plain, fast):
         out = run(policy, env, td, phase="train", decode_type="multistart_sampling")
+        rng_after.append(torch.get_rng_state())  # the same draws, so the next batch is the same too
         reward = out["reward"].view(N, B)
         loss = -((reward - reward.mean(0)) * out["log_likelihood"].view(N, B)).mean()  # POMO's shared baseline
         policy.zero_grad()
@@ -82,6 +84,7 @@ def test_sampling_draws_the_same_tours_and_gradients(variant):
         out["loss"] = loss.detach()
         grads[-1]["_out"] = out
     a, b = grads[0].pop("_out"), grads[1].pop("_out")
+    assert torch.equal(rng_after[0], rng_after[1])
     assert_same(a, b, keys=("reward", "log_likelihood", "loss"))
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name in grads[0]:
@@ -91,8 +94,8 @@ def test_sampling_draws_the_same_tours_and_gradients(variant):
 def test_fewer_starts_per_step_logprobs_and_hidden():
     plain, fast = pair("ho_matnet")
     env, td = instances("atsp")
-    kw = dict(phase="test", decode_type="multistart_greedy", num_starts=3, return_sum_log_likelihood=False,
-              return_hidden=True)
+    kw = {"phase": "test", "decode_type": "multistart_greedy", "num_starts": 3, "return_sum_log_likelihood": False,
+              "return_hidden": True}
     a, b = run(plain, env, td, **kw), run(fast, env, td, **kw)
     assert b["log_likelihood"].shape == (3 * B, N)
     assert_same(a, b)
@@ -105,7 +108,8 @@ def test_other_decodings_fall_back_to_rl4co():
     plain, fast = pair("matnet")
     env, td = instances("tsp")
     for kw in ({"decode_type": "greedy"}, {"decode_type": "multistart_sampling", "top_k": 3},
-               {"decode_type": "multistart_greedy", "return_entropy": True}):
+               {"decode_type": "multistart_greedy", "return_entropy": True},
+               {"decode_type": "multistart_greedy", "calc_reward": False}):
         a, b = run(plain, env, td, **kw), run(fast, env, td, **kw)
         assert_same(a, b)
         if kw.get("return_entropy"):
@@ -125,7 +129,8 @@ def test_rl4co_trainer_trains_the_fast_policy_like_the_plain_one():
         env = make_env("tsp", N)
         model = MatNet(env, policy=policy, batch_size=4, train_data_size=8, val_data_size=4,
                        optimizer="SGD", optimizer_kwargs={"lr": 0.1})  # Adam would turn float noise in ~0 gradients into +-lr steps
-        trainer = RL4COTrainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+        trainer = RL4COTrainer(accelerator="cpu", devices=1, max_steps=2, precision="32-true", matmul_precision="highest",
+                               logger=False, enable_checkpointing=False,
                                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
         torch.manual_seed(1)
         trainer.fit(model)
@@ -166,7 +171,7 @@ def test_config_switch_and_eval_decode(tmp_path):
 def test_the_step_traces_whole_for_torch_compile():
     """What `compile=True` hands to torch.compile on CUDA: one graph, the same log-probabilities."""
     _, fast = pair("matnet")
-    env, td = instances("tsp")
+    _env, td = instances("tsp")
     with torch.no_grad():
         row, col = fast.encoder(td)[0]
         first = torch.arange(N).expand(B, N)
@@ -180,6 +185,36 @@ def test_the_step_traces_whole_for_torch_compile():
         compiled = torch.compile(pointer_step, backend="aot_eager", fullgraph=True)(*args)
     torch.testing.assert_close(compiled, eager)
     assert torch.isinf(eager[mask.logical_not()]).all() and torch.isfinite(eager[mask]).all()
+
+
+def test_the_encoder_traces_whole_for_torch_compile():
+    """HO-MatNet's encoder (HOLinear's autograd.Function inside) is one graph for torch.compile."""
+    torch.manual_seed(0)
+    policy = build_policy("matnet", ho=VARIANTS["ho_matnet"], **{**TINY, "num_encoder_layers": 1})
+    _env, td = instances("tsp")
+    torch.manual_seed(3)
+    eager = policy.encoder(td)[0]
+    torch._dynamo.reset()
+    torch.manual_seed(3)
+    compiled = torch.compile(policy.encoder, backend="aot_eager", fullgraph=True)(td)[0]
+    for x, y in zip(compiled, eager):
+        torch.testing.assert_close(x, y)
+
+
+def test_compile_modes_are_checked_and_cpu_stays_eager():
+    plain, _ = pair("matnet")
+    fast = make_fast(copy.deepcopy(plain), "reduce-overhead")
+    assert fast.compile == "reduce-overhead"
+    env, td = instances("tsp")
+    a = run(plain, env, td, decode_type="multistart_greedy")
+    b = run(fast, env, td, decode_type="multistart_greedy")
+    assert_same(a, b)
+    assert fast._compiled == {}  # nothing compiled for a CPU batch
+    with pytest.raises(ValueError, match="torch.compile mode"):
+        make_fast(plain, "fastest")
+    fast._compiled["step"] = lambda: None  # what a CUDA run holds: not picklable
+    clone = pickle.loads(pickle.dumps(fast))  # Lightning pickles the policy with its hparams
+    assert clone._compiled == {} and clone.compile == "reduce-overhead" and "step" in fast._compiled
 
 
 def test_bf16_autocast_decodes_valid_tours():
