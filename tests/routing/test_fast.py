@@ -150,13 +150,13 @@ def test_config_switch_and_eval_decode(tmp_path):
     from ho_co.routing.evaluate import decode
     from ho_co.routing.train import compose
 
-    cfg = compose(["experiment=smoke", "model.policy.fast=true"])
+    cfg = compose(["experiment=smoke"])
+    assert cfg.model.policy.fast is True  # ho-co's MatNet uses the lean loop by default
     policy = instantiate(cfg.model.policy)
     assert isinstance(policy, FastMatNetPolicy)
     assert any(isinstance(m, HOLinear) for m in policy.modules())
-    cfg_plain = compose(["experiment=smoke"])
-    assert cfg_plain.model.policy.fast is False  # off unless asked
-    plain = instantiate(cfg_plain.model.policy)
+    plain = instantiate(compose(["experiment=smoke", "model.policy.fast=false"]).model.policy)
+    assert not isinstance(plain, FastMatNetPolicy)
     plain.load_state_dict(policy.state_dict())
     env, td = instances("tsp", batch=3)
     torch.manual_seed(4)
