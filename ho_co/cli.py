@@ -1,7 +1,7 @@
 """`ho-co` command line: parse, call one function of a client package, print.
 
-Each subcommand is one small `_cmd_*` function that declares its arguments and returns the
-function to call; heavy imports (rl4co, transformers, solvers) happen inside the handler so
+Each subcommand is one small `_cmd_*` function that declares its arguments and sets the
+handler to call; heavy imports (rl4co, transformers, solvers) happen inside the handler so
 `ho-co --help` stays instant.
 """
 
@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
-
-Handler = Callable[[argparse.Namespace], int | None]
-
+from typing import Sequence
 
 def _cmd_version(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("version", help="print the ho-co version")
