@@ -40,11 +40,7 @@ class _ProductMinusOne(torch.autograd.Function):
 
     @staticmethod
     def forward(z: Tensor) -> Tensor:
-        # P_1 = z_1, P_k = P_{k-1} + z_k (1 + P_{k-1}): no (1 + z) - 1 cancellation.
-        p = z[0].clone()
-        for z_k in z[1:]:
-            p.add_(torch.addcmul(z_k, p, z_k))
-        return p
+        return _accumulate(z[0], z[1:])
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -53,18 +49,26 @@ class _ProductMinusOne(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (z,) = ctx.saved_tensors
-        one_plus = z + 1
-        suffix = [grad]  # grad * prod_{i > k} (1 + z_i), built from the last k down
-        for k in range(z.shape[0] - 1, 0, -1):
-            suffix.append(suffix[-1] * one_plus[k])
+        # suffix_k = grad * prod_{i > k} (1 + z_i), built from the last k down.
+        suffix = [grad]
+        for z_k in z[1:].flip(0):
+            suffix.append(torch.addcmul(suffix[-1], suffix[-1], z_k))
         suffix.reverse()
+        # grad_k = suffix_k * (1 + prefix_k), prefix_k = prod_{i < k} (1 + z_i) - 1.
         grads = [suffix[0]]
-        prefix = one_plus[0]  # prod_{i < k} (1 + z_i)
+        prefix = z[0]
         for k in range(1, z.shape[0]):
-            grads.append(suffix[k] * prefix)
+            grads.append(torch.addcmul(suffix[k], suffix[k], prefix))
             if k + 1 < z.shape[0]:
-                prefix = prefix * one_plus[k]
+                prefix = _accumulate(prefix, z[k : k + 1])
         return torch.stack(grads)
+
+
+def _accumulate(p: Tensor, zs: Tensor) -> Tensor:
+    """P <- P + z (1 + P) for each z in zs: prod (1 + z) - 1 without (1 + z) - 1 cancellation."""
+    for z_k in zs:
+        p = torch.addcmul(p + z_k, p, z_k)
+    return p
 
 
 def product_minus_one(z: Tensor) -> Tensor:
