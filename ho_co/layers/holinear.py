@@ -51,8 +51,8 @@ class _ProductMinusOne(torch.autograd.Function):
         (z,) = ctx.saved_tensors
         # suffix_k = grad * prod_{i > k} (1 + z_i), built from the last k down.
         suffix = [grad]
-        for z_k in z[1:].flip(0):
-            suffix.append(torch.addcmul(suffix[-1], suffix[-1], z_k))
+        for k in range(z.shape[0] - 1, 0, -1):
+            suffix.append(torch.addcmul(suffix[-1], suffix[-1], z[k]))
         suffix.reverse()
         # grad_k = suffix_k * (1 + prefix_k), prefix_k = prod_{i < k} (1 + z_i) - 1.
         grads = [suffix[0]]
