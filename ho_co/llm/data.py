@@ -68,6 +68,18 @@ def _check_record(obj, where: str) -> Instruction:
     return Instruction(**fields, where=where)
 
 
+def jsonl_records(path: Path, text: str):
+    """(where, object) for each non-blank line of a JSONL text; `where` is "FILE:line N"."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:line {lineno}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+
+
 def read_instructions(path: str | Path) -> list[Instruction]:
     """Alpaca records from `.json` (an array of objects) or `.jsonl` (one object per line)."""
     path = Path(path)
@@ -76,14 +88,7 @@ def read_instructions(path: str | Path) -> list[Instruction]:
     text = path.read_text(encoding="utf-8")
     records: list[Instruction] = []
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
-            records.append(_check_record(obj, f"{path}:line {lineno}"))
+        records = [_check_record(obj, where) for where, obj in jsonl_records(path, text)]
     elif path.suffix == ".json":
         try:
             data = json.loads(text)

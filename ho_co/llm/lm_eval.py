@@ -13,7 +13,6 @@ answer is a 0-based index, the text of a choice, or a letter A, B, ...
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ho_co.llm.data import DataError, context_length, text_token_ids
+from ho_co.llm.data import DataError, context_length, jsonl_records, text_token_ids
 
 
 def _device(model) -> torch.device:
@@ -89,14 +88,7 @@ def read_questions(path: str | Path) -> list[Question]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     questions = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+    for where, obj in jsonl_records(path, path.read_text(encoding="utf-8")):
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         for key in ("question", "choices", "answer"):
