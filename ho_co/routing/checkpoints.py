@@ -13,6 +13,7 @@ Two needs, two formats, both plain Lightning checkpoint dicts:
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,14 @@ PART_SUFFIX = ".part"
 DROPPED_FOR_WEIGHTS = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
 
 
-def _load(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+def _load(source: str | Path | io.BytesIO, where: str | Path | None = None) -> dict[str, Any]:
+    """A Lightning checkpoint dict from a file or an in-memory buffer (`where` names it)."""
+    where = where or source
+    if not isinstance(source, io.BytesIO) and not Path(source).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {where}")
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+        raise ValueError(f"{where} is not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
 
 
@@ -70,10 +72,9 @@ def pack(checkpoint_path: str | Path, out_dir: str | Path, part_mib: int = 15) -
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob(f"*{PART_SUFFIX}*"):
         old.unlink()
-    whole = out_dir / "resume.ckpt.tmp"
-    torch.save(checkpoint, whole)
-    data = whole.read_bytes()
-    whole.unlink()
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    data = buffer.getvalue()
     size = part_mib * 2**20
     parts = []
     for index in range(0, max(len(data), 1), size):
@@ -91,10 +92,9 @@ def unpack(parts_dir: str | Path, out: str | Path) -> Path:
     expected = [f"resume{PART_SUFFIX}{i:02d}" for i in range(len(parts))]
     if [p.name for p in parts] != expected:
         raise ValueError(f"{parts_dir}: checkpoint parts are not consecutive: {[p.name for p in parts]}")
+    checkpoint = _load(io.BytesIO(b"".join(p.read_bytes() for p in parts)), where=parts_dir)
+    _cast_optimizer_moments(checkpoint, torch.float32)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(b"".join(p.read_bytes() for p in parts))
-    checkpoint = _load(out)
-    _cast_optimizer_moments(checkpoint, torch.float32)
     torch.save(checkpoint, out)
     return out
