@@ -154,7 +154,7 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a routing policy (rl4co + Lightning) from Hydra configs",
         description="ho-co train experiment=NAME [key=value ...]  (Hydra overrides; resume with "
-        "ckpt_path=runs/NAME/checkpoints/last.ckpt; DDP: trainer.devices=N trainer.strategy=ddp)",
+        "ckpt_path=runs/NAME/checkpoints/last.ckpt; DDP: trainer.devices=N)",
     )
     p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
 
@@ -177,8 +177,12 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
             print(f"ho-co train: error: {err}", file=sys.stderr)
             return 2
         print(f"run: {result['output_dir']}  epoch {result['epoch']}  step {result['global_step']}")
-        print(f"last checkpoint: {result['last_checkpoint']}")
-        print(f"best checkpoint: {result['best_checkpoint']}")
+        if result["summary"]:
+            from ho_co.routing.summary import format_summary
+
+            print(format_summary(result["summary"]))
+        else:
+            print(f"last checkpoint: {result['last_checkpoint']}")
         return 0
 
     p.set_defaults(handler=run, accepts_overrides=True)
@@ -274,24 +278,16 @@ def _cmd_solve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("checkpoint", help="ship (weights-only bf16) or pack/unpack a training checkpoint")
-    p.add_argument("action", choices=["export", "pack", "unpack"],
-                   help="export: weights only (what ships); pack: split a training checkpoint into "
-                        "<=15 MiB parts (Adam moments in bf16); unpack: join parts back")
-    p.add_argument("source", help="checkpoint (export, pack) or folder of parts (unpack)")
-    p.add_argument("dest", help="output checkpoint (export, unpack) or folder for the parts (pack)")
+    p = sub.add_parser("checkpoint", help="export the weights-only (bf16) file that ships with a model")
+    p.add_argument("action", choices=["export"], help="export: weights, config and learning curve only")
+    p.add_argument("source", help="a `ho-co train` checkpoint")
+    p.add_argument("dest", help="output checkpoint")
 
     def run(args: argparse.Namespace) -> int:
         from ho_co.routing import checkpoints
 
-        if args.action == "export":
-            out = checkpoints.export_weights(args.source, args.dest)
-            print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, weights only, bf16)")
-        elif args.action == "pack":
-            parts = checkpoints.pack(args.source, args.dest)
-            print(f"wrote {len(parts)} part(s) to {args.dest}")
-        else:
-            print(f"wrote {checkpoints.unpack(args.source, args.dest)}")
+        out = checkpoints.export_weights(args.source, args.dest)
+        print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, weights only, bf16)")
         return 0
 
     p.set_defaults(handler=run)
@@ -302,7 +298,8 @@ def _cmd_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval", nargs="*", default=[], metavar="LABEL=JSON", help="`ho-co eval --json` outputs")
     p.add_argument("--curve", nargs="*", default=[], metavar="LABEL=CSV", help="runs' learning_curve.csv")
     p.add_argument("--png", help="write the learning curves here")
-    p.add_argument("--x", choices=["wall_s", "instances_seen"], default="wall_s", help="curve x axis")
+    p.add_argument("--x", nargs="+", choices=["instances_seen", "wall_s"], default=["instances_seen", "wall_s"],
+                   help="curve x axes, one panel each")
     p.add_argument("--no-seed", action="store_true", help="leave the seed paper's TSP-50 rows out")
 
     def run(args: argparse.Namespace) -> int:

@@ -1,11 +1,10 @@
-"""Lightning callbacks of `ho-co train`: a learning curve that survives resumes, per-rank
-seeds for DDP, and the run's config stored inside every checkpoint.
+"""Lightning callbacks of `ho-co train`: a learning curve that travels with the weights,
+per-rank seeds for DDP, and the run's config stored inside every checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-CURVE_FIELDS = ["epoch", "global_step", "instances_seen", "wall_s", "val_length", "val_gap_percent"]
+CURVE_FIELDS = ["epoch", "global_step", "instances_seen", "wall_s", "val_length", "val_gap_percent", "device"]
 
 
 class RankSeed(Callback):
@@ -42,75 +41,65 @@ class StoreConfig(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         from ho_co import __version__
 
-        checkpoint["ho_co"] = {"config": self.config, "version": __version__}
+        checkpoint.setdefault("ho_co", {}).update(config=self.config, version=__version__)
         hparams = checkpoint.get("hyper_parameters", {})
         for key in ("env", "policy"):
             hparams.pop(key, None)
 
 
 class LearningCurve(Callback):
-    """After each validation: mean tour length, gap against references (if configured),
-    instances seen and wall time, logged and appended to `curve_file`.
+    """The held-out gap after each validation, against instances seen and training wall time.
 
-    Counters live in the checkpoint (state_dict), so a resumed run continues the same curve;
-    rows past the resumed step (from an interrupted run) are dropped on resume. With
-    `instances` (+ `reference`), the policy is decoded on that fixed set with multi-start
-    greedy and a fixed seed, the same way `ho-co eval` does, so the numbers compare.
+    With `instances` (+ `reference`), the policy is decoded on that fixed set with multi-start
+    greedy and a fixed seed, the same way `ho-co eval` does, so the numbers compare. Each row is
+    appended to `curve_file` and drawn to `plot_file`. The whole curve is stored in every
+    checkpoint (`checkpoint["ho_co"]["training"]`, kept by `ho-co checkpoint export`), so a
+    resumed run, or a new run warm-started from the weights (`model.policy.init_from`), carries
+    on the same curve, and a shipped checkpoint says how much training it had.
     """
 
     def __init__(self, curve_file: str, instances: str | None = None, reference: str | None = None,
-                 num_augment: int = 1, batch_size: int = 256, seed: int = 0, ranks_file: str | None = None):
+                 num_augment: int = 1, batch_size: int = 256, seed: int = 0, plot_file: str | None = None):
         if reference and not instances:
             raise ValueError("callbacks.learning_curve.reference needs .instances (the file it solves)")
         self.curve_file = Path(curve_file)
-        self.ranks_file = Path(ranks_file) if ranks_file else None
+        self.plot_file = Path(plot_file) if plot_file else None
         self.instances_path, self.reference_path = instances, reference
         self.num_augment, self.batch_size, self.seed = num_augment, batch_size, seed
+        self.rows: list[dict[str, Any]] = []
         self.instances_seen = 0
         self.wall_s = 0.0
         self._wall_at_start = 0.0
         self._t0: float | None = None
-        self._epoch_instances = 0
-        self._epoch_checksum = 0.0
         self._inst = self._ref = None
 
-    # -- state that survives resume
-    def state_dict(self) -> dict[str, Any]:
-        return {"instances_seen": self.instances_seen, "wall_s": self.wall_s}
+    # -- the record that travels in checkpoints
+    def record(self) -> dict[str, Any]:
+        return {"instances_seen": self.instances_seen, "wall_s": self.wall_s, "curve": list(self.rows)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.instances_seen = int(state["instances_seen"])
-        self.wall_s = float(state["wall_s"])
+    def carry_on(self, record: dict[str, Any]) -> None:
+        """Continue from a stored record (a resumed run, or the weights a run starts from)."""
+        self.instances_seen = int(record["instances_seen"])
+        self.wall_s = float(record["wall_s"])
+        self.rows = [dict(row) for row in record.get("curve", [])]
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint.setdefault("ho_co", {})["training"] = self.record()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        record = checkpoint.get("ho_co", {}).get("training")
+        if record is not None:
+            self.carry_on(record)
 
     # -- counters
     def on_train_start(self, trainer, pl_module) -> None:
         self._wall_at_start, self._t0 = self.wall_s, time.perf_counter()
-        if trainer.is_global_zero and self.curve_file.is_file():
-            self._drop_rows_after(trainer.global_step)
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._epoch_instances, self._epoch_checksum = 0, 0.0
+        if trainer.is_global_zero:  # the file always shows the stored curve, nothing from a lost run
+            self._write_csv()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        local = int(batch.batch_size[0])
-        if self._epoch_instances == 0:  # a fingerprint of this rank's data
-            first = next(iter(batch.values()))
-            self._epoch_checksum = float(first.double().sum())
-        self._epoch_instances += local
-        self.instances_seen += local * trainer.world_size
+        self.instances_seen += int(batch.batch_size[0]) * trainer.world_size
         self.wall_s = self._wall_at_start + time.perf_counter() - self._t0
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.ranks_file is None:
-            return
-        mine = torch.tensor([float(trainer.global_rank), float(self._epoch_instances), self._epoch_checksum,
-                             float(torch.initial_seed() % 2**31)], dtype=torch.float64, device=pl_module.device)
-        every = pl_module.all_gather(mine).reshape(-1, 4).tolist()
-        if trainer.is_global_zero:
-            rows = [{"rank": int(r), "instances_this_epoch": int(n), "data_checksum": c, "seed": int(s)}
-                    for r, n, c, s in every]
-            self.ranks_file.parent.mkdir(parents=True, exist_ok=True)
-            self.ranks_file.write_text(json.dumps({"world_size": trainer.world_size, "ranks": rows}, indent=2))
 
     # -- validation
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -142,29 +131,29 @@ class LearningCurve(Callback):
         else:
             length = float("nan")
         gap = float(metrics["val/gap"]) if "val/gap" in metrics else None
-        row = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
-               "instances_seen": self.instances_seen, "wall_s": round(self.wall_s, 3),
-               "val_length": length, "val_gap_percent": "" if gap is None else gap}
-        self._append(row)
+        self.rows.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                          "instances_seen": self.instances_seen, "wall_s": round(self.wall_s, 3),
+                          "val_length": length, "val_gap_percent": "" if gap is None else gap,
+                          "device": device_name(pl_module.device)})
+        self._write_csv()
+        if self.plot_file is not None and gap is not None:
+            from ho_co.routing.report import plot_curves
+
+            plot_curves({"validation": self.curve_file}, self.plot_file)
         extra = {"progress/instances_seen": float(self.instances_seen), "progress/wall_s": self.wall_s}
         if "val/length" not in metrics:
             extra["val/length"] = length
         for logger in trainer.loggers:
             logger.log_metrics(extra, step=trainer.global_step)
 
-    def _append(self, row: dict) -> None:
+    def _write_csv(self) -> None:
         self.curve_file.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.curve_file.is_file()
-        with self.curve_file.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    def _drop_rows_after(self, global_step: int) -> None:
-        with self.curve_file.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["global_step"]) <= global_step]
         with self.curve_file.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS, restval="")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(self.rows)
+
+
+def device_name(device: torch.device) -> str:
+    """What the time was spent on: "cpu" or the GPU's name (GPU-minutes are read off the curve)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -35,6 +35,7 @@ class Reference:
     lengths: np.ndarray
     optimal: np.ndarray
     solver: str
+    tours: np.ndarray
 
 
 def load_reference(path: str | Path, instances: Instances) -> Reference:
@@ -64,7 +65,7 @@ def load_reference(path: str | Path, instances: Instances) -> Reference:
             f"{path}: reference tour of instance {b} has length {measured[b]:.6g} on these instances, "
             f"the file says {lengths[b]:.6g}: the reference belongs to other instances"
         )
-    return Reference(lengths, optimal.astype(bool), solver)
+    return Reference(lengths, optimal.astype(bool), solver, tours)
 
 
 def is_matrix_env(env) -> bool:
@@ -92,6 +93,18 @@ def seeded(seed: int | None, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+@contextmanager
+def full_precision_matmuls():
+    """Measure at float32 precision: a trainer may have set bf16 matmuls process-wide (rl4co's
+    does), and validation, the run summary and `ho-co eval` must give the same numbers."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 @torch.inference_mode()
@@ -123,7 +136,7 @@ def solve(policy, env, instances: Instances, num_starts=None, num_augment=1, bat
     was_training = policy.training
     policy.eval()
     start = time.perf_counter()
-    with seeded(seed, device):
+    with seeded(seed, device), full_precision_matmuls():
         for i in batches:
             td = td_all[i : i + batch_size].to(device)
             tours.append(decode(policy, env, td, num_starts, num_augment).cpu())
@@ -161,8 +174,10 @@ def load_checkpoint(path: str | Path, device="cpu"):
     return policy.to(device).eval(), env, cfg
 
 
-def render_tours(instances: Instances, tours: np.ndarray, lengths: np.ndarray, path: str | Path, count: int = 4) -> Path:
-    """Draw the first `count` tours to one PNG (TSP with coordinates only)."""
+def render_tours(instances: Instances, rows: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
+                 count: int = 4) -> Path:
+    """Draw the first `count` instances' tours to one PNG, one row per solver in `rows`
+    ({label: (tours, lengths)}), each tour titled with its solver and length (TSP with coordinates)."""
     if instances.locs is None:
         raise ValueError("these instances have no coordinates (ATSP or matrix-only TSP): nothing to draw")
     import matplotlib
@@ -170,19 +185,20 @@ def render_tours(instances: Instances, tours: np.ndarray, lengths: np.ndarray, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    count = min(count, len(tours))
-    fig, axes = plt.subplots(1, count, figsize=(3.2 * count, 3.2), squeeze=False)
-    for ax, b in zip(axes[0], range(count)):
-        pts = instances.locs[b][np.append(tours[b], tours[b][0])]
-        ax.plot(pts[:, 0], pts[:, 1], "-o", ms=3, lw=1)
-        ax.set_title(f"#{b}: {lengths[b]:.3f}", fontsize=9)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+    count = min(count, len(instances))
+    fig, axes = plt.subplots(len(rows), count, figsize=(3.0 * count, 3.1 * len(rows)), squeeze=False)
+    for ax_row, (label, (tours, lengths)) in zip(axes, rows.items()):
+        for ax, b in zip(ax_row, range(count)):
+            pts = instances.locs[b][np.append(tours[b], tours[b][0])]
+            ax.plot(pts[:, 0], pts[:, 1], "-o", ms=3, lw=1)
+            ax.set_title(f"#{b} {label}: {lengths[b]:.4f}", fontsize=9)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -218,7 +234,10 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
                       reference_optimal_fraction=float(ref.optimal.mean()),
                       mean_gap_percent=mean_gap(lengths, ref.lengths))
     if render:
-        result["render"] = str(render_tours(inst, tours, lengths, render, render_count))
+        rows = {"policy": (tours, lengths)}
+        if ref is not None:
+            rows[ref.solver] = (ref.tours, ref.lengths)
+        result["render"] = str(render_tours(inst, rows, render, render_count))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")

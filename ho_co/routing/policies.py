@@ -210,8 +210,10 @@ def apply_ho(
     return report
 
 
-def load_policy_weights(policy: nn.Module, path: str | Path) -> None:
-    """Load a policy's weights from a Lightning checkpoint (ours or rl4co's: keys `policy.*`)."""
+def read_policy_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The `policy.*` weights of a checkpoint (a training checkpoint, its weights-only export, or
+    rl4co's) and the HO settings they were trained with (None: a plain policy). HOLinear keeps
+    nn.Linear's parameter names, so only the stored config tells an HO policy from a plain one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"init_from checkpoint not found: {path}")
@@ -220,12 +222,26 @@ def load_policy_weights(policy: nn.Module, path: str | Path) -> None:
     policy_state = {k[len("policy."):]: v for k, v in state.items() if k.startswith("policy.")}
     if not policy_state:
         raise ValueError(f"{path}: no 'policy.*' weights in the checkpoint")
-    missing, unexpected = policy.load_state_dict(policy_state, strict=False)
+    trained_with = ckpt.get("ho_co", {}).get("config", {}).get("model", {}).get("policy", {})
+    return policy_state, _check_ho(trained_with.get("ho"))
+
+
+def load_policy_weights(policy: nn.Module, path: str | Path, state: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's policy weights; they must fit exactly."""
+    try:
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes differ
+        raise ValueError(f"{path}: weights do not fit this policy ({str(err).splitlines()[-1].strip()})") from err
     if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not fit this policy (missing {missing[:5]}, unexpected {unexpected[:5]}); "
-            "init_from expects a checkpoint of the same architecture without HO layers"
-        )
+        raise ValueError(f"{path}: weights do not fit this policy (missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def _architecture(ho: Mapping[str, Any] | None) -> tuple | None:
+    """What HO settings change in the network (None: plain)."""
+    if ho is None:
+        return None
+    return (int(ho.get("order", 2)), tuple(ho.get("targets") or ["all"]), tuple(ho.get("exclude") or []),
+            ho.get("mode", "scratch"))
 
 
 def check_size(name: str, num_loc: int, embed_dim: int, init_embedding_mode: str = "RandomOneHot", **_) -> None:
@@ -266,18 +282,25 @@ def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str 
     decoding loop, or a torch.compile mode ("reduce-overhead", ...) to also compile it on CUDA.
 
     ho: {order: K, targets: [presets or patterns], exclude: [...], mode: scratch|convert}
-    or None for the plain policy. init_from: a checkpoint of the plain policy, loaded before
-    the HO layers go in (required by mode=convert, refused with mode=scratch).
+    or None for the plain policy. init_from: a checkpoint whose weights the policy starts from
+    (a training checkpoint or its weights-only export): the same architecture, HO layers
+    included; with mode=convert (where it is required), a plain policy that is then converted.
     """
     ho = _check_ho(ho)
     mode = (ho or {}).get("mode", "scratch")
     if init_from is None and mode == "convert":
         raise ValueError("ho.mode=convert needs model.policy.init_from=CKPT (a trained plain policy)")
-    if init_from is not None and ho is not None and mode != "convert":
-        raise ValueError("init_from with ho.mode=scratch would discard the loaded weights; use ho.mode=convert")
-    policy = assemble_policy(name, None, **kwargs)
+    convert = mode == "convert"
+    policy = assemble_policy(name, None if convert else ho, **kwargs)
     if init_from is not None:
-        load_policy_weights(policy, init_from)
-    if ho is not None:
+        state, trained_with = read_policy_weights(init_from)
+        if convert and trained_with is not None and _architecture(trained_with) == _architecture(ho):
+            policy, convert = assemble_policy(name, ho, **kwargs), False  # converted already: continue it
+        elif not (convert and trained_with is None) and _architecture(trained_with) != _architecture(ho):
+            raise ValueError(
+                f"{init_from} holds a policy trained with ho={trained_with}, but this run has ho={ho}: a warm "
+                "start keeps the architecture (ho.mode=convert turns a trained plain policy into an HO one)")
+        load_policy_weights(policy, init_from, state)
+    if convert:
         apply_ho(policy, name, int(ho.get("order", 2)), ho.get("targets") or ["all"], ho.get("exclude"), mode)
     return make_fast(policy, fast) if fast else policy

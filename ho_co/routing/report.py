@@ -26,35 +26,53 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
     if not path.is_file():
         raise FileNotFoundError(f"learning curve not found: {path}")
     with path.open() as f:
-        rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
     if not rows:
         raise ValueError(f"{path}: learning curve has no rows")
     return rows
 
 
-def plot_curves(curves: Mapping[str, str | Path], out: str | Path, x: str = "wall_s") -> Path:
-    """One PNG: validation gap (%) of each run against wall-clock minutes or instances seen."""
+AXES = {"instances_seen": "instances seen", "wall_s": "training minutes"}
+
+
+def _number(value: str | None) -> float | str:
+    """A curve cell as a float (empty: NaN); text columns (the device) stay text."""
+    if value in ("", None):
+        return float("nan")
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
+                x: str | Sequence[str] = ("instances_seen", "wall_s")) -> Path:
+    """One PNG: validation gap (%) of each run against instances seen and/or wall-clock minutes
+    (one panel per axis in `x`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if x not in ("wall_s", "instances_seen"):
-        raise ValueError(f"x must be 'wall_s' or 'instances_seen', got {x!r}")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, path in curves.items():
-        rows = read_curve(path)
-        xs = [r[x] / 60 if x == "wall_s" else r[x] for r in rows]
-        ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
-    ax.set_xlabel("training minutes" if x == "wall_s" else "instances seen")
-    ax.set_ylabel("gap to reference (%)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    axes_keys = [x] if isinstance(x, str) else list(x)
+    unknown = [key for key in axes_keys if key not in AXES]
+    if unknown or not axes_keys:
+        raise ValueError(f"x must be among {sorted(AXES)}, got {axes_keys!r}")
+    runs = {label: read_curve(path) for label, path in curves.items()}
+    fig, axes = plt.subplots(1, len(axes_keys), figsize=(5.5 * len(axes_keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], axes_keys):
+        for label, rows in runs.items():
+            xs = [r[key] / 60 if key == "wall_s" else r[key] for r in rows]
+            ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
+        ax.set_xlabel(AXES[key])
+        ax.set_ylabel("gap to reference (%)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -64,40 +65,52 @@ def per_rank_batch(batch_size: int, world_size: int, key: str) -> int:
     return batch_size // world_size
 
 
-def ddp_strategy(strategy: Any) -> Any:
-    """`ddp` as rl4co runs it: POMO decoding never touches some policy parameters (the graph
-    context projection, the first-step placeholder), so DDP must allow unused parameters."""
-    if strategy == "ddp":
-        return "ddp_find_unused_parameters_true"
-    return strategy
+def instantiated(what: str, make):
+    """`make()`, with a failure inside a configured class reported as one line naming `what`
+    and the real cause, instead of Hydra's wrapped traceback."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return make()
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise type(cause)(f"{what}: {cause}") from err
+        raise
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the configured model; returns paths and final metrics."""
+    """Fit the configured model; returns paths, final metrics and the run summary."""
     import lightning as L
     from hydra.utils import instantiate
+    from rl4co.utils.instantiators import instantiate_callbacks, instantiate_loggers
 
-    from ho_co.routing.callbacks import RankSeed, StoreConfig
+    from ho_co.routing.callbacks import LearningCurve, RankSeed, StoreConfig
+    from ho_co.routing.policies import check_size
+    from ho_co.routing.summary import RunSummary
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    env = instantiate(cfg.env)
-    from ho_co.routing.policies import check_size
-
+    env = instantiated("env", lambda: instantiate(cfg.env))
     check_size(num_loc=env.generator.num_loc, **{k: v for k, v in cfg.model.policy.items() if k != "_target_"})
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = instantiated("callbacks", lambda: instantiate_callbacks(cfg.get("callbacks")))
     callbacks += [RankSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                          strategy=ddp_strategy(cfg.trainer.get("strategy", "auto")))
+    trainer = instantiated("trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=False))
 
     world = trainer.world_size
     sizes = {"batch_size": per_rank_batch(cfg.model.batch_size, world, "model.batch_size")}
     if cfg.model.get("val_batch_size"):
         sizes["val_batch_size"] = per_rank_batch(cfg.model.val_batch_size, world, "model.val_batch_size")
-    model = instantiate(cfg.model, env=env, _convert_="all", **sizes)  # plain dicts in hparams
+    model = instantiated("model", lambda: instantiate(cfg.model, env=env, _convert_="all", **sizes))
+    trainer.loggers = instantiate_loggers(cfg.get("logger"), model)
+    init_from = cfg.model.policy.get("init_from")
+    if init_from and not cfg.get("ckpt_path"):  # warm start: the curve carries on from the weights' own
+        record = torch.load(init_from, map_location="cpu", weights_only=False).get("ho_co", {}).get("training")
+        for callback in callbacks:
+            if isinstance(callback, LearningCurve) and record:
+                callback.carry_on(record)
 
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, ckpt_path=cfg.get("ckpt_path"))
 
     ckpt = trainer.checkpoint_callback
+    summary = next((c.summary for c in callbacks if isinstance(c, RunSummary)), None)
     return {
         "output_dir": str(output_dir),
         "best_checkpoint": getattr(ckpt, "best_model_path", None),
@@ -112,4 +126,5 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "epoch": trainer.current_epoch,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "summary": summary,
     }

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ho_co.routing.checkpoints import export_weights, pack, unpack
+from ho_co.cli import main
+from ho_co.routing.checkpoints import export_weights
 from ho_co.routing.evaluate import evaluate
 from ho_co.routing.train import compose, train
 
@@ -23,29 +24,30 @@ def test_exported_weights_evaluate_like_the_training_checkpoint(tsp_run, tsp_fil
     assert out["valid_tours"] and np.isfinite(out["mean_gap_percent"])
 
 
-def test_pack_unpack_keeps_the_run_resumable(tsp_run, smoke, tmp_path):
+def test_export_keeps_the_learning_curve_and_warm_starts_a_new_run(tsp_run, tsp_files, smoke, tmp_path):
     result, runs = tsp_run
-    parts = pack(result["last_checkpoint"], tmp_path / "out", part_mib=1)
-    assert parts and all(p.stat().st_size <= 2**20 for p in parts)
-    restored = unpack(tmp_path / "out", tmp_path / "resume.ckpt")
-    original = torch.load(result["last_checkpoint"], weights_only=False)
-    back = torch.load(restored, weights_only=False)
-    for key, value in original["state_dict"].items():
-        assert torch.equal(back["state_dict"][key], value)
-    for param, state in original["optimizer_states"][0]["state"].items():
-        again = back["optimizer_states"][0]["state"][param]
-        assert torch.equal(again["step"], state["step"])  # scalar state stays exact
-        assert again["exp_avg"].dtype == torch.float32
-        torch.testing.assert_close(again["exp_avg"], state["exp_avg"], rtol=1e-2, atol=1e-6)
+    inst, ref, _ = tsp_files
+    shipped = export_weights(result["last_checkpoint"], tmp_path / "shipped.ckpt")
+    record = torch.load(shipped, weights_only=False)["ho_co"]["training"]
+    assert record == torch.load(result["last_checkpoint"], weights_only=False)["ho_co"]["training"]
+    seen = [row["instances_seen"] for row in record["curve"]]
+    assert seen == [32 * (i + 1) for i in range(len(seen))] and record["instances_seen"] == seen[-1]
+    assert record["curve"][-1]["device"] == "cpu" and record["wall_s"] > 0
 
-    resumed = train(compose(smoke(runs, "tsp_unpacked", "trainer.max_epochs=3", f"ckpt_path={restored}")))
-    assert resumed["global_step"] == original["global_step"] + 4
+    warm = train(compose(smoke(tmp_path, "warm", "trainer.max_epochs=1", f"model.policy.init_from={shipped}",
+                               f"callbacks.learning_curve.instances={inst}",
+                               f"callbacks.learning_curve.reference={ref}")))
+    assert warm["global_step"] == 4  # a new run: fresh loop and optimizer ...
+    ckpt = torch.load(warm["last_checkpoint"], weights_only=False)
+    assert all(int(s["step"]) == 4 for s in ckpt["optimizer_states"][0]["state"].values())
+    curve = ckpt["ho_co"]["training"]["curve"]  # ... that carries on the weights' learning curve
+    assert curve[:-1] == record["curve"] and curve[-1]["instances_seen"] == seen[-1] + 32
+    assert curve[-1]["wall_s"] > record["wall_s"]
 
 
-def test_unpack_refuses_missing_or_gapped_parts(tmp_path):
-    with pytest.raises(FileNotFoundError, match="resume.part"):
-        unpack(tmp_path, tmp_path / "x.ckpt")
-    (tmp_path / "resume.part00").write_bytes(b"a")
-    (tmp_path / "resume.part02").write_bytes(b"b")
-    with pytest.raises(ValueError, match="not consecutive"):
-        unpack(tmp_path, tmp_path / "x.ckpt")
+def test_warm_start_must_fit_the_architecture(tsp_run, smoke, tmp_path, capsys):
+    result, _ = tsp_run
+    assert main(["train", *smoke(tmp_path, "plain", "model=matnet", "trainer.max_epochs=1",
+                                 f"model.policy.init_from={result['last_checkpoint']}")]) == 2
+    err = capsys.readouterr().err
+    assert "model: " in err and "trained with ho={'order': 2" in err and "Traceback" not in err

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,23 @@ def test_smoke_tsp_trains_checkpoints_and_logs_gap(tsp_run):
     assert ckpt["ho_co"]["config"]["model"]["policy"]["ho"]["order"] == 2
 
 
+def test_run_ends_with_a_summary_pictures_and_the_command_to_reproduce_it(tsp_run, capsys):
+    result, _ = tsp_run
+    summary = result["summary"]
+    run_dir = Path(result["output_dir"])
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    last = curve(run_dir)[-1]
+    assert summary["greedy_gap_percent"] == pytest.approx(float(last["val_gap_percent"]), abs=1e-4)
+    assert summary["augmented_gap_percent"] <= summary["greedy_gap_percent"] + 1e-9
+    assert summary["instances_seen"] == 64 and summary["checkpoint"] == result["last_checkpoint"]
+    for picture in ("learning_curve.png", "tours.png"):
+        assert (run_dir / picture).stat().st_size > 5000
+    command = shlex.split(summary["reproduce"])
+    assert command[:2] == ["ho-co", "eval"] and main(command[1:]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{"):])["mean_gap_percent"] == pytest.approx(summary["augmented_gap_percent"])
+
+
 def test_resume_continues_the_same_run(tsp_run, smoke):
     result, runs = tsp_run
     cfg = compose(smoke(runs, "tsp", "trainer.max_epochs=3",
@@ -83,12 +101,15 @@ def test_cli_train_prints_config_and_rejects_bad_override(capsys):
 
 def test_ddp_two_cpu_processes(tmp_path, smoke):
     """Lightning's own DDP (gloo on CPU), launched the way a user does it."""
+    ranks_file = tmp_path / "ranks.json"
     cmd = [sys.executable, "-m", "ho_co", "train",
-           *smoke(tmp_path, "ddp", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1")]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+           *smoke(tmp_path, "ddp", "trainer.devices=2", "trainer.max_epochs=1",  # rl4co's trainer sets up DDP
+                  "+callbacks.fingerprint._target_=ddp_fingerprint.RankFingerprint",
+                  f"+callbacks.fingerprint.path={ranks_file}")]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{Path(__file__).parent}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    ranks = json.loads(ranks_file.read_text())
     assert ranks["world_size"] == 2
     assert [r["rank"] for r in ranks["ranks"]] == [0, 1]
     assert all(r["instances_this_epoch"] == 16 for r in ranks["ranks"])  # global batch 8 split 4 + 4
