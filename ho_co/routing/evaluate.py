@@ -177,7 +177,8 @@ def load_checkpoint(path: str | Path, device="cpu"):
 def render_tours(instances: Instances, rows: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
                  count: int = 4) -> Path:
     """Draw the first `count` instances' tours to one PNG, one row per solver in `rows`
-    ({label: (tours, lengths)}), each tour titled with its solver and length (TSP with coordinates)."""
+    ({label: (tours, lengths)}, the reference last), each tour titled with its length and the
+    reference's (TSP with coordinates)."""
     if instances.locs is None:
         raise ValueError("these instances have no coordinates (ATSP or matrix-only TSP): nothing to draw")
     import matplotlib
@@ -186,12 +187,16 @@ def render_tours(instances: Instances, rows: dict[str, tuple[np.ndarray, np.ndar
     import matplotlib.pyplot as plt
 
     count = min(count, len(instances))
+    last_label, (_, last_lengths) = list(rows.items())[-1]
     fig, axes = plt.subplots(len(rows), count, figsize=(3.0 * count, 3.1 * len(rows)), squeeze=False)
     for ax_row, (label, (tours, lengths)) in zip(axes, rows.items()):
         for ax, b in zip(ax_row, range(count)):
             pts = instances.locs[b][np.append(tours[b], tours[b][0])]
             ax.plot(pts[:, 0], pts[:, 1], "-o", ms=3, lw=1)
-            ax.set_title(f"#{b} {label}: {lengths[b]:.4f}", fontsize=9)
+            title = f"#{b} {label} {lengths[b]:.4f}"
+            if label != last_label:  # beside the last row's (the reference) length
+                title += f"\n{last_label} {last_lengths[b]:.4f} ({100 * (lengths[b] / last_lengths[b] - 1):+.2f}%)"
+            ax.set_title(title, fontsize=9)
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
