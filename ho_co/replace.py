@@ -120,12 +120,6 @@ def _as_list(patterns: Pattern | Iterable[Pattern] | None) -> list[Pattern]:
     return list(patterns)
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def replace_linear(
     model: nn.Module,
     make: Factory,
@@ -183,5 +177,5 @@ def replace_linear(
             entry.skipped = str(err)
             continue
         entry.new_type = type(new).__name__
-        _set_submodule(model, name, new)
+        model.set_submodule(name, new)
     return report

@@ -153,7 +153,7 @@ def load_checkpoint(path: str | Path, device="cpu"):
     """(policy, env, config) rebuilt from a `ho-co train` checkpoint (full or weights-only)."""
     from hydra.utils import instantiate
 
-    from ho_co.routing.policies import assemble_policy
+    from ho_co.routing.policies import build_policy
 
     path = Path(path)
     if not path.is_file():
@@ -168,9 +168,7 @@ def load_checkpoint(path: str | Path, device="cpu"):
     cfg = meta["config"]
     env = instantiate(cfg["env"])
     policy_cfg = {k: v for k, v in cfg["model"]["policy"].items() if k not in ("_target_", "init_from")}
-    policy = assemble_policy(**policy_cfg)
-    state = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
-    policy.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    policy = build_policy(**policy_cfg, init_from=str(path))  # its own weights, HO layers as trained
     return policy.to(device).eval(), env, cfg
 
 

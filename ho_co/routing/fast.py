@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
+import rl4co
 import torch
 from rl4co.envs.routing.atsp.env import ATSPEnv
 from rl4co.models.common.constructive.autoregressive import AutoregressivePolicy
@@ -43,6 +44,9 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+# the rl4co whose decoder internals (cache layout, context and pointer modules, sampling rows) the
+# lean loop reproduces; another version may change them without an error, so it is refused
+RL4CO_VERSION = "0.7.0"
 # rl4co decode types the lean loop runs, and how it picks an action in each
 LEAN_DECODE = {"multistart_greedy": "greedy", "multistart_sampling": "sampling"}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -170,6 +174,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
 
     def __init__(self, encoder: nn.Module, decoder: AttentionModelDecoder, env_name: str = "atsp",
                  compile: str | None = None, **kwargs):
+        check_rl4co_version()
         check_decoder(decoder, env_name)
         super().__init__(encoder=encoder, decoder=decoder, env_name=env_name, **kwargs)
         self.compile = compile
@@ -277,6 +282,15 @@ class FastMatNetPolicy(AutoregressivePolicy):
         if name not in self._compiled:
             self._compiled[name] = torch.compile(fn, mode=self.compile, dynamic=False)
         return self._compiled[name]
+
+
+def check_rl4co_version() -> None:
+    """The lean loop reads rl4co's internals: refuse another rl4co than the one it reproduces."""
+    if rl4co.__version__ != RL4CO_VERSION:
+        raise RuntimeError(
+            f"ho_co.routing.fast reproduces rl4co {RL4CO_VERSION}'s MatNet decoding loop, but rl4co "
+            f"{rl4co.__version__} is installed: install rl4co=={RL4CO_VERSION}, or set model.policy.fast=false "
+            "to decode with rl4co's own loop")
 
 
 def check_decoder(decoder: nn.Module, env_name: str) -> None:

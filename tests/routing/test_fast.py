@@ -5,12 +5,14 @@ import copy
 import pickle
 
 import pytest
+import rl4co
 import torch
+from rl4co.models.zoo.am.decoder import AttentionModelDecoder
 
 from ho_co.layers import HOLinear
 from ho_co.routing.envs import make_env
 from ho_co.routing.fast import FastMatNetPolicy, make_fast, pointer_step, step_tables
-from ho_co.routing.policies import HOMixedScoresSDPA, build_policy
+from ho_co.routing.policies import build_policy
 
 TINY = {"embed_dim": 16, "num_encoder_layers": 2, "num_heads": 2, "feedforward_hidden": 24}
 N, B = 8, 5
@@ -237,4 +239,14 @@ def test_bad_policies_are_refused_with_the_reason():
         make_fast(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="'atsp' env"):
         FastMatNetPolicy(plain.encoder, plain.decoder, env_name="tsp")
-    assert not any(isinstance(m, HOMixedScoresSDPA) for m in plain.modules())
+    other_context = AttentionModelDecoder(embed_dim=16, num_heads=2, env_name="cvrp")  # VRPContext
+    with pytest.raises(TypeError, match="got StaticEmbedding, VRPContext"):
+        FastMatNetPolicy(plain.encoder, other_context, env_name="atsp")
+
+
+def test_another_rl4co_version_is_refused(monkeypatch):
+    """The lean loop reproduces rl4co 0.7.0's internals; any other version fails at once, saying so."""
+    plain, _ = pair("matnet")
+    monkeypatch.setattr(rl4co, "__version__", "0.8.0")
+    with pytest.raises(RuntimeError, match=r"rl4co 0\.7\.0's MatNet .* rl4co 0\.8\.0 is installed.*fast=false"):
+        make_fast(plain)

@@ -4,7 +4,8 @@ from rl4co.envs import TSPEnv
 
 from ho_co.layers import HOLinear
 from ho_co.routing.envs import make_env
-from ho_co.routing.policies import HOMixedScoresSDPA, apply_ho, build_policy
+from ho_co.routing.placement import HOMixedScoresSDPA, apply_ho
+from ho_co.routing.policies import build_policy
 from rl4co.models.zoo.matnet.encoder import MixedScoresSDPA
 
 TINY = dict(embed_dim=16, num_encoder_layers=2, num_heads=2, feedforward_hidden=24)
@@ -108,5 +109,5 @@ def test_same_switch_on_attention_model_policy():
     assert any(n.endswith("Wqkv") for n in names) and any(".lins." in n for n in names)
     out = p(env.reset(batch_size=[3]), env, phase="test", decode_type="multistart_greedy", num_starts=6)
     assert out["reward"].shape == (18,) and torch.isfinite(out["reward"]).all()
-    with pytest.raises(ValueError, match="only in MatNet"):
-        apply_ho(build_policy("am", **TINY), "am", 2, ["mixer"])
+    with pytest.raises(ValueError, match="finds nothing in AttentionModelPolicy"):
+        apply_ho(build_policy("am", **TINY), ["mixer"])
