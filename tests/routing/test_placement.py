@@ -1,0 +1,193 @@
+"""apply_ho across rl4co 0.7.0's model zoo (tiny sizes, CPU, each model on its default env): HO goes
+in, a real training step of the rl4co module runs and reaches the HO layers, and a converted copy
+decodes exactly as the plain policy. Plus what the presets select and how bad targets fail."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from rl4co.envs import ATSPEnv, TSPEnv
+from rl4co.models import MDAM, POMO, AttentionModel, DeepACO, MatNet, PolyNet, SymNCO
+
+import ho_co.routing
+from ho_co.layers import HOLinear
+from ho_co.routing.placement import DEFAULT_TARGETS, HOMixedScoresSDPA, apply_ho, preset_layers
+from ho_co.routing.policies import build_policy
+
+N = 6
+AM = dict(embed_dim=16, num_encoder_layers=1, num_heads=2, feedforward_hidden=16)
+DATA = dict(batch_size=4, train_data_size=8, val_data_size=4, test_data_size=4)
+
+
+def tsp():
+    return TSPEnv(generator_params={"num_loc": N})
+
+
+@dataclass
+class Case:
+    make: Callable  # the rl4co model (LightningModule) with a tiny policy on its default env
+    targets: list[str] | None  # what the zoo table places (None: apply_ho's default)
+    replaced: list[str]  # the layers that placement turns into HOLinear
+
+
+ZOO = {
+    "AttentionModel": Case(lambda: AttentionModel(tsp(), policy_kwargs=AM, **DATA), None,
+                           ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj",
+                            "encoder.net.layers.0.2.module.lins.0", "encoder.net.layers.0.2.module.lins.1"]),
+    "POMO": Case(lambda: POMO(tsp(), policy_kwargs=AM, **DATA), None,
+                 ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj",
+                  "encoder.net.layers.0.2.module.lins.0", "encoder.net.layers.0.2.module.lins.1"]),
+    "SymNCO": Case(lambda: SymNCO(tsp(), policy_kwargs=AM, num_starts=N, num_augment=2, **DATA), None,
+                   ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj",
+                    "encoder.net.layers.0.2.module.lins.0", "encoder.net.layers.0.2.module.lins.1"]),
+    "PolyNet": Case(lambda: PolyNet(tsp(), k=4, val_num_solutions=4, policy_kwargs=AM, **DATA), ["pointer"],
+                    ["decoder.pointer.project_out", "decoder.pointer.poly_layer_1", "decoder.pointer.poly_layer_2"]),
+    "MatNet": Case(lambda: MatNet(ATSPEnv(generator_params={"num_loc": N}),
+                                  policy_params=dict(embed_dim=16, num_encoder_layers=1, num_heads=2), **DATA), None,
+                   [f"encoder.layers.0.MHA.{block}_encoding_block.{layer}" for block in ("row", "col")
+                    for layer in ("Wq", "Wkv", "out_proj")]
+                   + [f"encoder.layers.0.F_{side}.ops.ffn.{i}" for side in "ab" for i in (0, 2)]),
+    # MDAM's last encoder layer is its own MultiHeadAttentionMDAM (raw parameter matrices, no
+    # nn.Linear): `attention` covers the layers before it, `ffn` all of them
+    "MDAM": Case(lambda: MDAM(tsp(), policy_kwargs=dict(embed_dim=16, num_heads=2, num_encoder_layers=2), **DATA),
+                 None, ["encoder.layers.0.0.module.Wqkv", "encoder.layers.0.0.module.out_proj",
+                        "encoder.layers.0.2.module.lins.0", "encoder.layers.0.2.module.lins.1",
+                        "encoder.projection.module.0", "encoder.projection.module.2"]),
+    # non-autoregressive: a GNN encoder (no attention, no feed-forward block) that draws a heatmap
+    "DeepACO": Case(lambda: DeepACO(tsp(), train_with_local_search=False, **DATA,
+                                    policy_kwargs=dict(embed_dim=16, num_layers_graph_encoder=1, n_ants=dict(train=3))),
+                    ["gnn"], [f"encoder.graph_network.layers.0.{n}" for n in ("v_lin1", "v_lin2", "v_lin3", "v_lin4", "e_lin")]),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: thread hand-offs cost more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_step(model) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One step of the rl4co module as Lightning runs it: setup, a batch of its own train data,
+    training_step, backward, its optimizer's step. Returns the loss and the policy's gradients."""
+    model.setup("fit")
+    batch = next(iter(model.train_dataloader()))
+    loss = model.training_step(batch, 0)["loss"]
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.policy.named_parameters() if p.grad is not None}
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    optimizer.step()
+    return loss, grads
+
+
+def holinears(policy) -> dict[str, HOLinear]:
+    return {n: m for n, m in policy.named_modules() if isinstance(m, HOLinear)}
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_ho_trains_inside_every_zoo_model(name):
+    case = ZOO[name]
+    torch.manual_seed(0)
+    model = case.make()
+    plain = copy.deepcopy(model)
+    report = apply_ho(model.policy, case.targets, order=2)
+    assert [e.name for e in report.replaced] == case.replaced and not report.skipped
+    assert sorted(holinears(model.policy)) == sorted(case.replaced)
+    before = {n: m.weight.detach().clone() for n, m in holinears(model.policy).items()}
+
+    torch.manual_seed(1)
+    loss, grads = train_step(model)
+    assert torch.isfinite(loss)
+    torch.manual_seed(1)
+    _, plain_grads = train_step(plain)
+    reached = lambda g, layer: f"{layer}.weight" in g and bool(g[f"{layer}.weight"].abs().sum() > 0)
+    for layer, module in holinears(model.policy).items():
+        assert torch.isfinite(grads.get(f"{layer}.weight", torch.zeros(1))).all()
+        # the loss reaches every HO layer the plain model's loss reaches (not: MatNet's row Wq on
+        # its all-zero first row input, the node update of a GNN's last layer, which nothing reads)
+        assert reached(grads, layer) == reached(plain_grads, layer), layer
+        if reached(grads, layer):
+            assert not torch.equal(module.weight, before[layer])  # and the optimizer moved it
+    assert sum(reached(grads, layer) for layer in case.replaced) >= len(case.replaced) // 2
+
+
+def decode(policy, env, td, name):
+    torch.manual_seed(2)  # MatNet's random one-hot embeddings, DeepACO's ants
+    with torch.no_grad():
+        if name == "DeepACO":  # its output is the heatmap; the ants sample from it
+            return {"heatmap": policy.encoder(td.clone())[0], **policy(td.clone(), env, phase="train")}
+        return policy(td.clone(), env, phase="test", decode_type="greedy", return_actions=True)
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_converted_copy_decodes_as_the_plain_policy(name):
+    torch.manual_seed(0)
+    model = ZOO[name].make()
+    plain = model.policy.eval()
+    converted = copy.deepcopy(plain)
+    report = apply_ho(converted, "all", order=2, mode="convert")
+    assert len(report) >= len(ZOO[name].replaced)
+    assert all(m.ho_scale is not None for m in holinears(converted).values())
+    torch.manual_seed(1)
+    td = model.env.reset(model.env.generator(batch_size=[3]))
+    a, b = decode(plain, model.env, td, name), decode(converted, model.env, td, name)
+    assert torch.equal(a["actions"], b["actions"])
+    torch.testing.assert_close(b["reward"], a["reward"])
+    torch.testing.assert_close(b["log_likelihood"], a["log_likelihood"], rtol=1e-5, atol=1e-5)
+    if name == "DeepACO":
+        torch.testing.assert_close(b["heatmap"], a["heatmap"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_policy_without_the_default_blocks_is_told_what_it_has():
+    """DeepACO's GNN has no attention: the default placement refuses, naming the presets that fit."""
+    policy = ZOO["DeepACO"].make().policy
+    with pytest.raises(ValueError, match=r"preset 'attention' .* finds no linear layer in DeepACOPolicy; "
+                                         r"presets that find layers here \(count\): embedding \(2\), gnn \(5\)"):
+        ho_co.routing.apply_ho(policy)
+    assert not holinears(policy)  # nothing half-done
+    with pytest.raises(ValueError, match="'mixer' .* finds nothing in DeepACOPolicy"):
+        apply_ho(policy, ["mixer"])
+
+
+def test_presets_mean_the_same_blocks_in_every_policy():
+    am = ZOO["AttentionModel"].make().policy
+    mdam = ZOO["MDAM"].make().policy
+    matnet = build_policy("matnet", embed_dim=16, num_encoder_layers=1, num_heads=2, feedforward_hidden=16)
+    assert DEFAULT_TARGETS == ("attention", "ffn")
+    assert preset_layers(am, "attention") == ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj"]
+    assert preset_layers(mdam, "attention") == ["encoder.layers.0.0.module.Wqkv", "encoder.layers.0.0.module.out_proj"]
+    assert preset_layers(am, "embedding") == ["encoder.init_embedding.init_embed"]
+    assert preset_layers(mdam, "embedding") == ["init_embedding.init_embed"]  # outside MDAM's encoder
+    assert preset_layers(am, "pointer") == ["decoder.pointer.project_out"]
+    assert preset_layers(matnet, "context") == ["decoder.context_embedding.project_context"]
+    assert len(preset_layers(mdam, "context")) == 5  # one context per MDAM path
+    assert preset_layers(am, "decoder") == [n for n, m in am.decoder.named_modules(prefix="decoder")
+                                            if isinstance(m, torch.nn.Linear)]
+
+
+def test_orders_patterns_exclude_and_the_mixer_in_all():
+    policy = build_policy("matnet", embed_dim=16, num_encoder_layers=1, num_heads=2, feedforward_hidden=16)
+    report = apply_ho(policy, ["all"], order=4, exclude=["*ffn.2"])
+    mixers = [e for e in report.entries if e.old_type == "MixedScoresSDPA"]
+    assert len(mixers) == 2 and all("order is 2 (asked 4)" in e.skipped for e in mixers)
+    assert not any(isinstance(m, HOMixedScoresSDPA) for m in policy.modules())
+    names = holinears(policy)
+    assert all(m.order == 4 for m in names.values())
+    assert "encoder.layers.0.F_a.ops.ffn.0" in names and "encoder.layers.0.F_a.ops.ffn.2" not in names
+    assert "decoder.pointer.project_out" in names
+
+    am = ZOO["AttentionModel"].make().policy
+    report = apply_ho(am, ["embedding", "*.out_proj"], order=4)  # a preset and a replace_linear pattern
+    assert [e.name for e in report.replaced] == ["encoder.net.layers.0.0.module.out_proj"]
+    assert report.skipped[0].name == "encoder.init_embedding.init_embed" and "order" in report.skipped[0].skipped
+    with pytest.raises(ValueError, match="matches no linear layer"):
+        apply_ho(ZOO["AttentionModel"].make().policy, ["nonexistent_layer"])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        apply_ho(am, mode="fresh")
