@@ -1,0 +1,184 @@
+"""What HO layers buy at TSP-20 on a CPU: MatNet and POMO, HO placement none / default / all,
+orders 2 and 4, several seeds, everything else equal.
+
+Each run is `ho-co train` with one recipe per model (`tsp20_cpu` for MatNet, `tsp20_cpu_pomo` for
+POMO: the same sizes, optimizer and number of training instances) and differs only in
+`model.policy.ho` and `seed`. Its summary (greedy and best-of-8-augmentations gap against the
+Concorde tours of the shipped validation set, training wall time) lands in `OUT/RUN/summary.json`;
+the study then writes `OUT/ho_study.md` (per model and setting: mean and sample standard deviation
+over seeds of both gaps, mean training wall time and its ratio to the plain model's) and
+`OUT/ho_study.png` (every seed's gap and the mean +- sd).
+
+    python benchmarks/ho_study.py                      # the full study: 30 runs of ~10 min on 2 cores
+    python benchmarks/ho_study.py --seeds 1 2 3 4 5    # more seeds: finished runs are kept
+    python benchmarks/ho_study.py --models matnet --placements none default -- trainer.max_epochs=2
+
+Resumable: a run whose `study.json` exists is not run again (an unfinished run starts over), so an
+interrupted study continues with the same command. Extra Hydra overrides after `--` apply to
+every run (a smaller or shorter study); the table refuses runs that saw different numbers of
+training instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+RECIPES = {"matnet": "tsp20_cpu", "pomo": "tsp20_cpu_pomo"}
+PLACEMENTS = ("none", "default", "all")
+
+
+def runs(models, placements, orders, seeds) -> list[dict]:
+    """Every (model, placement, order, seed) of the study; `none` has no order."""
+    out = []
+    for model in models:
+        for placement in placements:
+            for order in ([None] if placement == "none" else orders):
+                for seed in seeds:
+                    setting = placement if order is None else f"{placement}-k{order}"
+                    out.append({"model": model, "placement": placement, "order": order, "seed": seed,
+                                "setting": setting, "name": f"{model}-{setting}-s{seed}"})
+    return out
+
+
+def overrides(run: dict, out_dir: Path, extra: list[str]) -> list[str]:
+    """The Hydra overrides of one run."""
+    from ho_co.routing.placement import DEFAULT_TARGETS
+
+    args = [f"experiment={RECIPES[run['model']]}", f"seed={run['seed']}", f"paths.runs_dir={out_dir}",
+            f"name={run['name']}"]
+    if run["placement"] == "none":
+        args.append("model.policy.ho=null")
+    else:
+        targets = list(DEFAULT_TARGETS) if run["placement"] == "default" else ["all"]
+        args += [f"model.policy.ho.targets=[{','.join(targets)}]", f"model.policy.ho.order={run['order']}"]
+    return args + list(extra)
+
+
+def run_one(run: dict, out_dir: Path, extra: list[str]) -> dict:
+    """Train one run (or read its stored result) and return its result row."""
+    from ho_co.routing.train import compose, train
+
+    run_dir = out_dir / run["name"]
+    done = run_dir / "study.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if run_dir.exists():  # an unfinished run: its time and curve would not be one run's
+        shutil.rmtree(run_dir)
+    args = overrides(run, out_dir, extra)
+    print(f"[ho_study] {run['name']}: {' '.join(args)}", flush=True)
+    start = time.perf_counter()
+    result = train(compose(args))
+    summary = result["summary"]
+    if summary is None:
+        raise ValueError(f"{run['name']}: no run summary (the validation set and its reference must be configured)")
+    row = {**run, "greedy_gap_percent": summary["greedy_gap_percent"],
+           "augmented_gap_percent": summary["augmented_gap_percent"], "num_augment": summary["num_augment"],
+           "reference_solver": summary["reference_solver"],
+           "instances_seen": summary["instances_seen"], "train_wall_s": 60 * summary["wall_minutes"],
+           "total_wall_s": time.perf_counter() - start, "overrides": args}
+    done.write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (nan for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def table(rows: list[dict]) -> list[dict]:
+    """One line per (model, setting): both gaps' mean and sd over seeds, wall time and its ratio to plain."""
+    seen = sorted({r["instances_seen"] for r in rows})
+    if len(seen) > 1:
+        raise ValueError(f"the runs saw different numbers of training instances ({seen}): not a controlled study")
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        plain = [r["train_wall_s"] for r in mine if r["placement"] == "none"]
+        for setting in dict.fromkeys(r["setting"] for r in mine):
+            group = [r for r in mine if r["setting"] == setting]
+            wall = statistics.fmean(r["train_wall_s"] for r in group)
+            lines.append({"model": model, "setting": setting, "seeds": len(group),
+                          "greedy": mean_sd([r["greedy_gap_percent"] for r in group]),
+                          "augmented": mean_sd([r["augmented_gap_percent"] for r in group]),
+                          "wall_s": wall, "wall_ratio": wall / statistics.fmean(plain) if plain else math.nan,
+                          "num_augment": group[0]["num_augment"], "instances_seen": group[0]["instances_seen"],
+                          "reference_solver": group[0]["reference_solver"]})
+    return lines
+
+
+def markdown(lines: list[dict]) -> str:
+    fmt = lambda m, sd: f"{m:.3f} ± {sd:.3f}" if not math.isnan(sd) else f"{m:.3f}"
+    aug = lines[0]["num_augment"]
+    out = [f"Training instances per run: {lines[0]['instances_seen']:,}. Gaps in % to the {lines[0]['reference_solver']} "
+           "tours, mean ± sample sd over seeds; wall: training minutes, ratio to the plain model's.", "",
+           f"| model | HO placement | seeds | greedy gap % | x{aug} augmentation gap % | wall min | wall ratio |",
+           "|---|---|---|---|---|---|---|"]
+    for line in lines:
+        ratio = "" if math.isnan(line["wall_ratio"]) else f"{line['wall_ratio']:.2f}"
+        out.append(f"| {line['model']} | {line['setting']} | {line['seeds']} | {fmt(*line['greedy'])} | "
+                   f"{fmt(*line['augmented'])} | {line['wall_s'] / 60:.2f} | {ratio} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict], lines: list[dict], path: Path) -> Path:
+    """Each seed's gap (dots) and the mean +- sd (bar), greedy and augmented, per model and setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
+    labels = [f"{line['model']}\n{line['setting']}" for line in lines]
+    for ax, key, title in ((axes[0], "greedy", "greedy (multi-start)"),
+                           (axes[1], "augmented", f"best of {lines[0]['num_augment']} augmentations")):
+        for i, line in enumerate(lines):
+            mean, sd = line[key]
+            ax.errorbar(i, mean, yerr=0 if math.isnan(sd) else sd, fmt="s", color="C0", capsize=4,
+                        label="mean ± sd" if i == 0 else None)
+            seeds = [r[f"{key}_gap_percent"] for r in rows
+                     if r["model"] == line["model"] and r["setting"] == line["setting"]]
+            ax.plot([i] * len(seeds), seeds, ".", color="C1", alpha=0.7, label="one seed" if i == 0 else None)
+        ax.set_xticks(range(len(lines)), labels, fontsize=8)
+        ax.set_ylabel(f"gap to {lines[0]['reference_solver']} (%)")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/ho_study"), help="runs and results directory")
+    p.add_argument("--models", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
+    p.add_argument("--placements", nargs="+", choices=PLACEMENTS, default=list(PLACEMENTS),
+                   help="none: the plain model; default: apply_ho's default placement; all: every linear layer")
+    p.add_argument("--orders", nargs="+", type=int, default=[2, 4])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [run_one(run, args.out, args.overrides)
+            for run in runs(args.models, args.placements, args.orders, args.seeds)]
+    lines = table(rows)
+    text = markdown(lines)
+    (args.out / "ho_study.md").write_text(text)
+    png = plot(rows, lines, args.out / "ho_study.png")
+    print(text + f"\ntable: {args.out / 'ho_study.md'}\nplot: {png}")
+    return {"rows": rows, "lines": lines, "table": args.out / "ho_study.md", "plot": png}
+
+
+if __name__ == "__main__":
+    main()
