@@ -111,3 +111,36 @@ def test_same_switch_on_attention_model_policy():
     assert out["reward"].shape == (18,) and torch.isfinite(out["reward"]).all()
     with pytest.raises(ValueError, match="finds nothing in AttentionModelPolicy"):
         apply_ho(build_policy("am", **TINY), ["mixer"])
+
+
+def test_a_converted_run_is_rebuilt_from_its_own_checkpoint(tmp_path):
+    """`ho-co eval` rebuilds a policy with build_policy from the checkpoint's config and weights,
+    also for a run that converted a plain checkpoint (whose init_from is gone by then)."""
+    from ho_co.routing.evaluate import load_checkpoint
+
+    torch.manual_seed(2)
+    ho = {"order": 2, "targets": ["attention", "mixer"], "exclude": [], "mode": "convert"}
+    plain = build_policy("matnet", **TINY)
+    torch.save({"state_dict": {f"policy.{k}": v for k, v in plain.state_dict().items()}}, tmp_path / "plain.ckpt")
+    tuned = build_policy("matnet", ho=ho, init_from=str(tmp_path / "plain.ckpt"), **TINY)
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if name.endswith("ho_scale"):
+                p.uniform_(0.1, 0.2)  # as if fine-tuned: not what a fresh conversion holds
+    config = {"env": {"_target_": "ho_co.routing.envs.ATSPMatrixEnv", "generator_params": {"num_loc": 6}},
+              "model": {"policy": {"_target_": "ho_co.routing.policies.build_policy", "name": "matnet", **TINY,
+                                   "ho": ho, "init_from": str(tmp_path / "gone.ckpt"), "fast": True}}}
+    torch.save({"state_dict": {f"policy.{k}": v.to(torch.bfloat16) for k, v in tuned.state_dict().items()},
+                "ho_co": {"config": config}}, tmp_path / "tuned.ckpt")
+    policy, _env, _cfg = load_checkpoint(tmp_path / "tuned.ckpt")
+    rebuilt = policy.state_dict()
+    assert rebuilt.keys() == tuned.state_dict().keys()
+    for k, v in tuned.state_dict().items():
+        torch.testing.assert_close(rebuilt[k], v.to(torch.bfloat16).float())  # the export's bf16, read as fp32
+    assert sum(isinstance(m, HOMixedScoresSDPA) and m.ho_scale is not None for m in policy.modules()) == 4
+
+
+def test_ho_without_targets_is_the_default_placement():
+    p = build_policy("am", ho={"order": 2}, **TINY)
+    expected = build_policy("am", ho={"order": 2, "targets": ["attention", "ffn"]}, **TINY)
+    assert holinears(p) == holinears(expected) and len(holinears(p)) == 8
