@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from ho_co.routing.instances import generate_atsp, generate_tsp, save_instances
 from ho_co.solvers.tours import tour_lengths
@@ -69,3 +70,13 @@ def tsp_run(tmp_path_factory, tsp_files):
     cfg = compose(smoke_overrides(runs, "tsp", f"callbacks.learning_curve.instances={inst}",
                                   f"callbacks.learning_curve.reference={ref}"))
     return train(cfg), runs
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: on a loaded 2-core box, thread hand-offs cost more than the work (~50x).
+    A module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

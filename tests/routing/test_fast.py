@@ -14,6 +14,8 @@ from ho_co.routing.envs import make_env
 from ho_co.routing.fast import FastMatNetPolicy, make_fast, pointer_step, step_tables
 from ho_co.routing.policies import build_policy
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/routing/conftest.py
+
 TINY = {"embed_dim": 16, "num_encoder_layers": 2, "num_heads": 2, "feedforward_hidden": 24}
 N, B = 8, 5
 VARIANTS = {
@@ -21,15 +23,6 @@ VARIANTS = {
     "ho_matnet": {"order": 2, "targets": ["attention", "ffn"]},  # configs/model/ho_matnet.yaml
     "ho_everywhere": {"order": 2, "targets": ["all"]},  # HOLinear in the decoder (no split, no fold), HO mixer
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on a loaded 2-core box, thread hand-offs cost more than the work (~50x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pair(variant, seed=0, **kwargs):

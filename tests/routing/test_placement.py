@@ -18,6 +18,8 @@ from ho_co.layers import HOLinear
 from ho_co.routing.placement import DEFAULT_TARGETS, HOMixedScoresSDPA, apply_ho, preset_layers
 from ho_co.routing.policies import build_policy
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/routing/conftest.py
+
 N = 6
 AM = dict(embed_dim=16, num_encoder_layers=1, num_heads=2, feedforward_hidden=16)
 DATA = dict(batch_size=4, train_data_size=8, val_data_size=4, test_data_size=4)
@@ -62,15 +64,6 @@ ZOO = {
                                     policy_kwargs=dict(embed_dim=16, num_layers_graph_encoder=1, n_ants=dict(train=3))),
                     ["gnn"], [f"encoder.graph_network.layers.0.{n}" for n in ("v_lin1", "v_lin2", "v_lin3", "v_lin4", "e_lin")]),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread hand-offs cost more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train_step(model) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
