@@ -172,20 +172,17 @@ def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str 
     if init_from is None and convert:
         raise ValueError("ho.mode=convert needs model.policy.init_from=CKPT (a trained plain policy)")
     policy = BUILDERS[name](**kwargs)
-    if init_from is None:
-        if ho is not None:
-            place_ho(policy, ho)
-        return make_fast(policy, fast) if fast else policy
-    state, trained_with = read_policy_weights(init_from)
-    convert = convert and trained_with is None  # a converted checkpoint continues as it is
-    if _architecture(trained_with) == _architecture(ho):
-        if ho is not None:
-            place_ho(policy, ho)
-    elif not convert:
-        raise ValueError(
-            f"{init_from} holds a policy trained with ho={trained_with}, but this run has ho={ho}: a warm "
-            "start keeps the architecture (ho.mode=convert turns a trained plain policy into an HO one)")
-    load_policy_weights(policy, init_from, state)
+    if init_from is not None:
+        state, trained_with = read_policy_weights(init_from)
+        convert = convert and trained_with is None  # a checkpoint converted already continues as it is
+        if not convert and _architecture(trained_with) != _architecture(ho):
+            raise ValueError(
+                f"{init_from} holds a policy trained with ho={trained_with}, but this run has ho={ho}: a warm "
+                "start keeps the architecture (ho.mode=convert turns a trained plain policy into an HO one)")
+    if ho is not None and not convert:
+        place_ho(policy, ho)
+    if init_from is not None:
+        load_policy_weights(policy, init_from, state)
     if convert:
         place_ho(policy, ho)
     return make_fast(policy, fast) if fast else policy
