@@ -59,7 +59,9 @@ ZOO = {
                  None, ["encoder.layers.0.0.module.Wqkv", "encoder.layers.0.0.module.out_proj",
                         "encoder.layers.0.2.module.lins.0", "encoder.layers.0.2.module.lins.1",
                         "encoder.projection.module.0", "encoder.projection.module.2"]),
-    # non-autoregressive: a GNN encoder (no attention, no feed-forward block) that draws a heatmap
+    # non-autoregressive: a GNN encoder (no attention, no feed-forward block) that draws a heatmap.
+    # Trained without rl4co's default TSP local search (2-opt in numba, not a dependency here);
+    # the HO layers sit in the encoder either way
     "DeepACO": Case(lambda: DeepACO(tsp(), train_with_local_search=False, **DATA,
                                     policy_kwargs=dict(embed_dim=16, num_layers_graph_encoder=1, n_ants=dict(train=3))),
                     ["gnn"], [f"encoder.graph_network.layers.0.{n}" for n in ("v_lin1", "v_lin2", "v_lin3", "v_lin4", "e_lin")]),
