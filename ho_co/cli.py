@@ -93,7 +93,7 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
         import torch
 
         from ho_co.llm.lm_eval import multiple_choice, perplexity
-        from ho_co.llm.saving import load_finetuned
+        from ho_co.llm.models import load_finetuned
 
         if not (args.text or args.choices):
             raise ValueError("give --text FILE, --choices FILE, or both")
