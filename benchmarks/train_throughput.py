@@ -5,15 +5,17 @@ Side by side in one run, on TSP as distance matrices with every node a POMO star
 - rl4co MatNet: rl4co's untouched `MatNetPolicy` and decoding loop (the anchor);
 - ho-co MatNet (fast): `build_policy("matnet", fast=True)`, the same model with
   `ho_co.routing.fast`'s lean loop;
-- ho-co HO-MatNet (fast): the same with HOLinear where configs/model/ho_matnet.yaml puts it;
+- ho-co HO-MatNet (fast): the same with HOLinear where configs/model/ho_matnet.yaml puts it
+  (or where --ho-targets says);
 - with --compile [MODE ...], the two ho-co rows again with the encoder and the decoding step
   under torch.compile in each mode (CUDA only; on a CPU those rows run eager).
 
 Training goes through rl4co's MatNet Lightning module and RL4COTrainer (what `ho-co train`
 runs): instances/s and ms per step after warm-up steps, peak CUDA memory. Inference is
 `ho_co.routing.evaluate.decode` (what `ho-co eval` runs): multi-start greedy, ms per instance,
-without and with MatNet's augmentation. Rounds interleave the models and keep each one's best,
-so load drifts hit all alike. Ratios hold within one run only.
+without and with MatNet's augmentation. The models take turns, round after round, and each
+figure is the median over rounds, each ratio the median of the ratios within a round
+(benchmarks/timing.py). Ratios hold within one run only.
 
     python benchmarks/train_throughput.py                      # small CPU run (a minute or two)
     python benchmarks/train_throughput.py --device cuda        # TSP-50, embed 256, 5 layers, bf16
@@ -31,7 +33,9 @@ import time
 
 import torch
 
-PRESETS = {  # per device: what the issue measures on a GPU; a quick run on a CPU
+from timing import interleaved, median_ratio, medians, seconds, synchronize, timed
+
+PRESETS = {  # per device: MatNet's published size on a GPU; a quick run on a CPU
     "cuda": {"num_loc": 50, "embed_dim": 256, "layers": 5, "heads": 16, "batch": [64, 128], "steps": 20, "warmup": 3,
                  "instances": 1280, "eval_batch": 256, "augment": 8, "rounds": 3},
     "cpu": {"num_loc": 20, "embed_dim": 64, "layers": 2, "heads": 4, "batch": [32], "steps": 6, "warmup": 2,
@@ -41,7 +45,7 @@ PRESETS = {  # per device: what the issue measures on a GPU; a quick run on a CP
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu (small default sizes) or cuda (the issue's sizes)")
+    p.add_argument("--device", default="cpu", help="cpu (small default sizes) or cuda (MatNet's published size)")
     p.add_argument("--num-loc", type=int)
     p.add_argument("--embed-dim", type=int)
     p.add_argument("--layers", type=int)
@@ -52,8 +56,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--instances", type=int, help="inference instances")
     p.add_argument("--eval-batch", type=int, help="inference batch size")
     p.add_argument("--augment", type=int, help="MatNet augmentations for the second inference column")
-    p.add_argument("--rounds", type=int, help="interleaved repeats; each model keeps its best")
+    p.add_argument("--rounds", type=int, help="interleaved repeats; medians are reported")
     p.add_argument("--order", type=int, default=2, help="HOLinear order")
+    p.add_argument("--ho-targets", nargs="+", help="HO placement: presets or patterns (default: configs/model/ho_matnet.yaml)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: on with cuda")
     p.add_argument("--compile", nargs="*", metavar="MODE",
                    help="also time the fast rows with the encoder and step under torch.compile (CUDA), once per "
@@ -73,6 +78,8 @@ def parse() -> argparse.Namespace:
         args.bf16 = args.device.startswith("cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ho_targets is None:
+        args.ho_targets = ho_targets()
     return args
 
 
@@ -90,7 +97,7 @@ def models(args) -> dict:
     from ho_co.routing.policies import build_policy
 
     size = {"embed_dim": args.embed_dim, "num_encoder_layers": args.layers, "num_heads": args.heads}
-    ho = {"order": args.order, "targets": ho_targets()}
+    ho = {"order": args.order, "targets": args.ho_targets}
     # rl4co's MatNetPolicy always has a 512-wide feed-forward: ho-co's rows match it
     rows = {
         "rl4co MatNet": lambda: MatNetPolicy(env_name="atsp", tanh_clipping=10.0, **size),
@@ -104,11 +111,6 @@ def models(args) -> dict:
     return rows
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def step_timer(warmup: int, device: str, record: list | None = None):
     """Lightning callback: wall time of the steps after `warmup`; optionally each step's metrics."""
     from lightning.pytorch.callbacks import Callback
@@ -118,7 +120,7 @@ def step_timer(warmup: int, device: str, record: list | None = None):
 
         def on_train_batch_start(self, trainer, *args):
             if trainer.global_step == warmup:
-                sync(device)
+                synchronize(device)
                 self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, module, outputs, *args):
@@ -127,7 +129,7 @@ def step_timer(warmup: int, device: str, record: list | None = None):
                                for k, v in outputs.items() if v is not None})
 
         def on_train_end(self, trainer, *args):
-            sync(device)
+            synchronize(device)
             self.end = time.perf_counter()
 
     return StepTimer()
@@ -166,19 +168,19 @@ def inference_ms(make, env, td, args, num_augment: int) -> float:
     from ho_co.routing.evaluate import decode
 
     policy = make().to(args.device).eval()
-    with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
-        decode(policy, env, td[: args.eval_batch], num_augment=num_augment)  # warm-up (and compile)
-        sync(args.device)
-        start = time.perf_counter()
+
+    def decode_all():
         for i in range(0, args.instances, args.eval_batch):
             decode(policy, env, td[i : i + args.eval_batch], num_augment=num_augment)
-        sync(args.device)
-    return 1000 * (time.perf_counter() - start) / args.instances
+
+    with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
+        decode(policy, env, td[: args.eval_batch], num_augment=num_augment)  # warm-up (and compile)
+        return 1000 * seconds(decode_all, args.device) / args.instances
 
 
 def breakdown(make, env, batch: int, args, reps: int = 5) -> dict:
     """Where a training step's time goes (no Lightning): encoder forward, whole forward, forward +
-    backward; ms each, the best of `reps`, under the run's autocast."""
+    backward; ms each, the median of `reps` interleaved rounds, under the run's autocast."""
     policy = make().to(args.device)
     td = env.reset(env.generator(batch).to(args.device))
     autocast = torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
@@ -190,25 +192,17 @@ def breakdown(make, env, batch: int, args, reps: int = 5) -> dict:
         out = forward()
         (out["reward"] * out["log_likelihood"]).mean().backward()
 
-    times = {}
-    for key, fn in (("encoder", lambda: policy.encoder(td)), ("forward", forward), ("fwd+bwd", forward_backward)):
-        best_ms = float("inf")
-        for _ in range(reps + 1):  # the first is warm-up
+    def under_autocast(fn):
+        def run():
             with autocast:
-                sync(args.device)
-                start = time.perf_counter()
                 fn()
-                sync(args.device)
-            best_ms = min(best_ms, 1000 * (time.perf_counter() - start))
-        times[key] = best_ms
-    return times
+        return timed(run, args.device)
 
-
-def best(rows: dict, name: str, key: str, value: float, lower: bool) -> None:
-    """Keep the best of the rounds: the least disturbed measurement."""
-    old = rows[name].get(key)
-    if old is None or (value < old if lower else value > old):
-        rows[name][key] = value
+    cases = {"encoder": lambda: policy.encoder(td), "forward": forward, "fwd+bwd": forward_backward}
+    times = medians(interleaved({key: under_autocast(fn) for key, fn in cases.items()}, reps, warmup=1))
+    if len(times) < len(cases):
+        raise RuntimeError(f"only {sorted(times)} ran")
+    return {key: 1000 * t for key, t in times.items()}
 
 
 def check_same_math(makers: dict, env, args) -> None:
@@ -261,7 +255,7 @@ def speed(args) -> None:
     print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
           f"{torch.get_num_threads()} CPU threads), torch {torch.__version__}, bf16 {args.bf16}; TSP-{args.num_loc} "
           f"as matrices, embed {args.embed_dim}, {args.layers} layers, {args.heads} heads, ff 512, "
-          f"{args.num_loc} POMO starts; HO order {args.order} on {ho_targets()}; {args.rounds} rounds")
+          f"{args.num_loc} POMO starts; HO order {args.order} on {args.ho_targets}; {args.rounds} rounds")
     if args.compile and not args.device.startswith("cuda"):
         print("note: torch.compile applies on CUDA only; on this CPU the +MODE rows run the eager fast loop")
     check_same_math(makers, env, args)
@@ -274,55 +268,55 @@ def speed(args) -> None:
                       f"(decoding {t['forward'] - t['encoder']:.1f}), forward+backward {t['fwd+bwd']:.1f} ms")
             except Exception as err:  # noqa: BLE001 - reported; the timing still runs
                 print(f"breakdown FAILED for {name}: {type(err).__name__}: {err}")
-    rows: dict[str, dict] = {name: {} for name in makers}
+
+    def measure(make) -> dict:
+        """One round of one model: every figure of its row."""
+        row = {}
+        if not args.no_inference:
+            row["infer"] = inference_ms(make, env, td, args, 1)
+            row["infer_aug"] = inference_ms(make, env, td, args, args.augment)
+        if not args.no_train:
+            for b in args.batch:
+                r = train_speed(make, env, b, args)
+                row.update({f"inst_s{b}": r["inst_s"], f"ms{b}": r["ms_step"], f"peak{b}": r["peak_gib"]})
+        return row
+
+    results = interleaved({name: lambda make=make: measure(make) for name, make in makers.items()}, args.rounds)
+    med = medians(results)
     nan = float("nan")
-    for _ in range(args.rounds):
-        for name, make in makers.items():
-            try:  # one failing variant (say a compile mode) must not cost the others' numbers
-                if not args.no_inference:
-                    best(rows, name, "infer", inference_ms(make, env, td, args, 1), lower=True)
-                    best(rows, name, "infer_aug", inference_ms(make, env, td, args, args.augment), lower=True)
-                if not args.no_train:
-                    for b in args.batch:
-                        r = train_speed(make, env, b, args)
-                        best(rows, name, f"inst_s{b}", r["inst_s"], lower=False)
-                        best(rows, name, f"ms{b}", r["ms_step"], lower=True)
-                        rows[name][f"peak{b}"] = max(rows[name].get(f"peak{b}", r["peak_gib"]), r["peak_gib"])
-            except Exception as err:  # noqa: BLE001 - reported, and the row shows nan
-                print(f"FAILED {name}: {type(err).__name__}: {err}")
-    for r in rows.values():
-        for key in ["infer", "infer_aug"] + [f"{k}{b}" for k in ("inst_s", "ms", "peak") for b in args.batch]:
-            r.setdefault(key, nan)
 
     head = f"{'model':32s}"
     if not args.no_inference:
         head += f"{'infer ms/inst':>15s}{f'aug x{args.augment} ms/inst':>18s}"
     if not args.no_train:
         head += "".join(f"{f'b{b} inst/s':>13s}{f'b{b} ms/step':>13s}{f'b{b} peak GiB':>14s}" for b in args.batch)
-    print(head)
-    for name, r in rows.items():
+    print(head + "   (medians over rounds)")
+    for name in makers:
+        r = med.get(name, {})
         line = f"{name:32s}"
         if not args.no_inference:
-            line += f"{r['infer']:15.3f}{r['infer_aug']:18.3f}"
+            line += f"{r.get('infer', nan):15.3f}{r.get('infer_aug', nan):18.3f}"
         if not args.no_train:
-            line += "".join(f"{r[f'inst_s{b}']:13.1f}{r[f'ms{b}']:13.1f}{r[f'peak{b}']:14.2f}" for b in args.batch)
+            line += "".join(f"{r.get(f'inst_s{b}', nan):13.1f}{r.get(f'ms{b}', nan):13.1f}{r.get(f'peak{b}', nan):14.2f}"
+                            for b in args.batch)
         print(line)
 
-    anchor = rows["rl4co MatNet"]
-    print("ratios (this run):")
+    def ratio(a: str, b: str, key: str) -> float:
+        return median_ratio(results, a, b, key)
+
+    anchor = "rl4co MatNet"
+    print("ratios (this run, medians of the ratios within a round):")
     for suffix in [""] + [f"+{mode}" for mode in args.compile]:
-        fast = rows[f"ho-co MatNet (fast{suffix})"]
-        ho = rows[f"ho-co HO-MatNet (fast{suffix})"]
-        tag = f"fast{suffix}"
+        fast, ho, tag = f"ho-co MatNet (fast{suffix})", f"ho-co HO-MatNet (fast{suffix})", f"fast{suffix}"
         if not args.no_train:
             for b in args.batch:
                 print(f"  [{tag}] batch {b}: ho-co MatNet / rl4co MatNet training throughput "
-                      f"{fast[f'inst_s{b}'] / anchor[f'inst_s{b}']:.2f}x (target >= 3); HO-MatNet / ho-co MatNet "
-                      f"step time {ho[f'ms{b}'] / fast[f'ms{b}']:.3f}x (target <= 1.15)")
+                      f"{ratio(fast, anchor, f'inst_s{b}'):.2f}x; HO-MatNet / ho-co MatNet step time "
+                      f"{ratio(ho, fast, f'ms{b}'):.3f}x")
         if not args.no_inference:
-            print(f"  [{tag}] inference: rl4co / ho-co MatNet time {anchor['infer'] / fast['infer']:.2f}x "
-                  f"(aug x{args.augment}: {anchor['infer_aug'] / fast['infer_aug']:.2f}x); HO-MatNet / ho-co MatNet "
-                  f"{ho['infer'] / fast['infer']:.3f}x (target <= 1.05; aug: {ho['infer_aug'] / fast['infer_aug']:.3f}x)")
+            print(f"  [{tag}] inference: rl4co / ho-co MatNet time {ratio(anchor, fast, 'infer'):.2f}x "
+                  f"(aug x{args.augment}: {ratio(anchor, fast, 'infer_aug'):.2f}x); HO-MatNet / ho-co MatNet "
+                  f"{ratio(ho, fast, 'infer'):.3f}x (aug: {ratio(ho, fast, 'infer_aug'):.3f}x)")
 
 
 def curves(args) -> None:

@@ -2,7 +2,8 @@
 
 Each subcommand is one small `_cmd_*` function that declares its arguments and sets the
 handler to call; heavy imports (rl4co, transformers, solvers) happen inside the handler so
-`ho-co --help` stays instant.
+`ho-co --help` stays instant. Handlers raise on bad input; `main` turns those errors (see
+`input_errors`) into one line `ho-co COMMAND: error: ...` and exit code 2, for every subcommand.
 """
 
 from __future__ import annotations
@@ -26,12 +27,6 @@ def _cmd_version(sub: argparse._SubParsersAction) -> None:
         return 0
 
     p.set_defaults(handler=run)
-
-
-def _llm_error(command: str, err: Exception) -> int:
-    """Bad input ends with one clear line, not a traceback."""
-    print(f"ho-co {command}: error: {err}", file=sys.stderr)
-    return 2
 
 
 def _cmd_finetune(sub: argparse._SubParsersAction) -> None:
@@ -65,21 +60,18 @@ def _cmd_finetune(sub: argparse._SubParsersAction) -> None:
         from ho_co.llm.finetune import FinetuneConfig, finetune
         from ho_co.llm.methods import MethodSpec
 
-        try:
-            spec = MethodSpec(
-                args.method, target_modules=args.target_modules, exclude_modules=args.exclude_modules,
-                order=args.order, dims=args.dims, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-            )
-            config = FinetuneConfig(
-                model=args.model, data=args.data, eval_data=args.eval_data,
-                output=args.output or f"runs/finetune-{args.method}", spec=spec, epochs=args.epochs,
-                max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                lr=args.lr, max_length=args.max_length, dtype=args.dtype, merge=args.merge,
-                resume=args.resume, seed=args.seed, save_steps=args.save_steps,
-            )
-            summary = finetune(config)
-        except (ValueError, FileNotFoundError) as err:
-            return _llm_error("finetune", err)
+        spec = MethodSpec(
+            args.method, target_modules=args.target_modules, exclude_modules=args.exclude_modules,
+            order=args.order, dims=args.dims, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        )
+        config = FinetuneConfig(
+            model=args.model, data=args.data, eval_data=args.eval_data,
+            output=args.output or f"runs/finetune-{args.method}", spec=spec, epochs=args.epochs,
+            max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+            lr=args.lr, max_length=args.max_length, dtype=args.dtype, merge=args.merge,
+            resume=args.resume, seed=args.seed, save_steps=args.save_steps,
+        )
+        summary = finetune(config)
         print(json.dumps(summary, indent=2))
         return 0
 
@@ -101,20 +93,17 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
         import torch
 
         from ho_co.llm.lm_eval import multiple_choice, perplexity
-        from ho_co.llm.saving import load_finetuned
+        from ho_co.llm.models import load_finetuned
 
         if not (args.text or args.choices):
-            return _llm_error("lm-eval", ValueError("give --text FILE, --choices FILE, or both"))
-        try:
-            model, tokenizer = load_finetuned(args.model, base_model=args.base_model)
-            model.to("cuda" if torch.cuda.is_available() else "cpu")
-            results = {}
-            if args.text:
-                results["text"] = perplexity(model, tokenizer, args.text, args.block_size, args.stride)
-            if args.choices:
-                results["choices"] = multiple_choice(model, tokenizer, args.choices, args.block_size)
-        except (ValueError, FileNotFoundError) as err:
-            return _llm_error("lm-eval", err)
+            raise ValueError("give --text FILE, --choices FILE, or both")
+        model, tokenizer = load_finetuned(args.model, base_model=args.base_model)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+        results = {}
+        if args.text:
+            results["text"] = perplexity(model, tokenizer, args.text, args.block_size, args.stride)
+        if args.choices:
+            results["choices"] = multiple_choice(model, tokenizer, args.choices, args.block_size)
         print(json.dumps(results, indent=2))
         return 0
 
@@ -133,16 +122,12 @@ def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
         import json
 
         from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
 
         from ho_co.llm.pretrain import PretrainConfig, pretrain
 
-        try:
-            base = OmegaConf.structured(PretrainConfig(text=args.text, output=args.output))
-            config = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(args.overrides)))
-            summary = pretrain(config)
-        except (OmegaConfBaseException, ValueError, FileNotFoundError) as err:
-            return _llm_error("pretrain", err)
+        base = OmegaConf.structured(PretrainConfig(text=args.text, output=args.output))
+        config = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(args.overrides)))
+        summary = pretrain(config)
         print(json.dumps({k: summary[k] for k in ("final_val_loss", "best_val_loss", "train_runtime_s")}, indent=2))
         return 0
 
@@ -163,19 +148,11 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
 
         from ho_co.routing.train import compose, train
 
-        try:
-            cfg = compose(args.overrides)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"ho-co train: error: {err}", file=sys.stderr)
-            return 2
+        cfg = compose(args.overrides)
         if args.cfg:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        try:
-            result = train(cfg)
-        except (ValueError, FileNotFoundError) as err:  # bad config or input files, named
-            print(f"ho-co train: error: {err}", file=sys.stderr)
-            return 2
+        result = train(cfg)
         print(f"run: {result['output_dir']}  epoch {result['epoch']}  step {result['global_step']}")
         if result["summary"]:
             from ho_co.routing.summary import format_summary
@@ -207,15 +184,11 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
 
         from ho_co.routing.evaluate import evaluate
 
-        try:
-            result = evaluate(
-                args.checkpoint, args.instances, args.reference, num_augment=args.augment,
-                num_starts=args.starts, batch_size=args.batch_size, device=args.device, seed=args.seed,
-                render=args.render, render_count=args.render_count, json_out=args.json,
-            )
-        except (ValueError, FileNotFoundError) as err:
-            print(f"ho-co eval: error: {err}", file=sys.stderr)
-            return 2
+        result = evaluate(
+            args.checkpoint, args.instances, args.reference, num_augment=args.augment,
+            num_starts=args.starts, batch_size=args.batch_size, device=args.device, seed=args.seed,
+            render=args.render, render_count=args.render_count, json_out=args.json,
+        )
         print(json.dumps(result, indent=2))
         return 0
 
@@ -233,15 +206,10 @@ def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from ho_co.routing.instances import generate_atsp, generate_tsp, save_instances
 
-        try:
-            if args.problem == "tsp":
-                path = save_instances(args.out, locs=generate_tsp(args.num_loc, args.size, args.seed))
-            else:
-                path = save_instances(
-                    args.out, cost_matrix=generate_atsp(args.num_loc, args.size, args.seed))
-        except ValueError as err:
-            print(f"ho-co make-data: error: {err}", file=sys.stderr)
-            return 2
+        if args.problem == "tsp":
+            path = save_instances(args.out, locs=generate_tsp(args.num_loc, args.size, args.seed))
+        else:
+            path = save_instances(args.out, cost_matrix=generate_atsp(args.num_loc, args.size, args.seed))
         print(f"wrote {args.size} {args.problem.upper()}-{args.num_loc} instances to {path}")
         return 0
 
@@ -259,22 +227,18 @@ def _cmd_solve(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         from ho_co.routing.instances import load_instances
-        from ho_co.solvers import SolverUnavailable, default_optimal_solver, solve_instances
+        from ho_co.solvers import default_optimal_solver, solve_instances
 
         solver = args.solver or default_optimal_solver()
-        try:
-            inst = load_instances(args.instances)
-            arrays = {"locs": inst.locs} if inst.locs is not None else {"cost_matrix": inst.cost_matrix}
-            refs = solve_instances(solver, **arrays, out=args.out, workers=args.workers,
-                                   time_limit=args.time_limit)
-        except (ValueError, FileNotFoundError, SolverUnavailable, RuntimeError) as err:
-            print(f"ho-co solve: error: {err}", file=sys.stderr)
-            return 2
+        inst = load_instances(args.instances)
+        arrays = {"locs": inst.locs} if inst.locs is not None else {"cost_matrix": inst.cost_matrix}
+        refs = solve_instances(solver, **arrays, out=args.out, workers=args.workers, time_limit=args.time_limit)
         print(f"{solver}: {len(refs.lengths)} tours, mean length {refs.lengths.mean():.6f}, "
               f"{int(refs.optimal.sum())} proven optimal -> {args.out}")
         return 0
 
-    p.set_defaults(handler=run)
+    # a solver that crashes or finds no tour raises RuntimeError naming the solver and instance
+    p.set_defaults(handler=run, input_errors=(RuntimeError,))
 
 
 def _cmd_checkpoint(sub: argparse._SubParsersAction) -> None:
@@ -309,7 +273,7 @@ def _cmd_report(sub: argparse._SubParsersAction) -> None:
             print(report.comparison_table(report.parse_labelled(args.eval), with_seed=not args.no_seed))
         if args.curve:
             if not args.png:
-                raise SystemExit("ho-co report: --curve needs --png OUT.png")
+                raise ValueError("--curve needs --png OUT.png")
             print(f"wrote {report.plot_curves(report.parse_labelled(args.curve), args.png, x=args.x)}")
         return 0
 
@@ -329,6 +293,18 @@ COMMANDS = [
     _cmd_lm_eval,
     _cmd_pretrain,
 ]
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """What bad input raises (a file, a field, a setting, a missing solver), with a message
+    naming it: every subcommand ends such an error with one line and exit code 2. A handler
+    adds its own with `set_defaults(input_errors=...)`; anything else is a bug and keeps its
+    traceback."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ho_co.solvers import SolverUnavailable
+
+    return (ValueError, FileNotFoundError, OmegaConfBaseException, SolverUnavailable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,7 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except Exception as err:
+        if not isinstance(err, input_errors() + getattr(args, "input_errors", ())):
+            raise  # a bug: its traceback stays
+        print(f"ho-co {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

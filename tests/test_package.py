@@ -1,9 +1,12 @@
-"""Package-level contracts: import direction and the CLI's command list."""
+"""Package-level contracts: import direction, the CLI's command list and its one error path."""
 
+import argparse
 import subprocess
 import sys
 
-from ho_co.cli import build_parser
+import pytest
+
+from ho_co.cli import build_parser, main
 
 
 def test_layers_replace_and_adapters_import_only_torch():
@@ -17,6 +20,45 @@ def test_layers_replace_and_adapters_import_only_torch():
 
 
 def test_cli_lists_the_subcommands():
-    help_text = build_parser().format_help()
-    for command in ("train", "eval", "make-data", "solve", "finetune", "lm-eval", "pretrain"):
-        assert command in help_text
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(subparsers.choices) == {
+        "version", "make-data", "solve", "train", "eval", "checkpoint", "report", "finetune", "lm-eval", "pretrain",
+    }
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "--curve", "run=curve.csv"], "ho-co report: error: --curve needs --png OUT.png"),
+    (["report", "--eval", "no-label"], "ho-co report: error: expected LABEL=PATH, got 'no-label'"),
+    (["checkpoint", "export", "missing.ckpt", "out.ckpt"], "ho-co checkpoint: error: "),
+    (["make-data", "--problem", "tsp", "--num-loc", "1", "--size", "2", "--seed", "0", "--out", "x.npz"],
+     "ho-co make-data: error: "),
+])
+def test_every_subcommand_ends_bad_input_with_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_solver_failure_is_one_line_but_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    import ho_co.routing.checkpoints
+    import ho_co.solvers
+    from ho_co.routing.instances import generate_tsp, save_instances
+
+    inst = save_instances(tmp_path / "t.npz", locs=generate_tsp(5, 2, seed=0))
+
+    def solver_fails(*args, **kwargs):
+        raise RuntimeError("exact failed on instance 1: no tour")
+
+    monkeypatch.setattr(ho_co.solvers, "solve_instances", solver_fails)
+    assert main(["solve", "--solver", "exact", "--instances", str(inst), "--out", str(tmp_path / "r.npz")]) == 2
+    assert capsys.readouterr().err == "ho-co solve: error: exact failed on instance 1: no tour\n"
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug, not bad input")
+
+    monkeypatch.setattr(ho_co.routing.checkpoints, "export_weights", bug)
+    with pytest.raises(RuntimeError, match="a bug, not bad input"):
+        main(["checkpoint", "export", str(inst), str(tmp_path / "out.ckpt")])

@@ -6,7 +6,7 @@ from ho_co.llm.finetune import FinetuneConfig, finetune
 from ho_co.llm.lm_eval import multiple_choice, perplexity
 from ho_co.llm.methods import METHODS, MethodSpec, apply_method
 from ho_co.llm.pretrain import PretrainConfig, pretrain
-from ho_co.llm.saving import load_finetuned, load_pretrained, save_finetuned
+from ho_co.llm.models import load_finetuned, load_pretrained, save_finetuned
 
 __all__ = [
     "METHODS",

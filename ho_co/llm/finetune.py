@@ -81,7 +81,7 @@ def finetune(config: FinetuneConfig) -> dict:
     from ho_co.adapters import trainable_parameters
     from ho_co.llm.data import context_length, load_examples
     from ho_co.llm.methods import apply_method
-    from ho_co.llm.saving import load_pretrained, save_finetuned
+    from ho_co.llm.models import load_pretrained, save_finetuned
 
     if config.merge and config.spec.method not in ("lora", "quanta"):
         raise ValueError(f"merge applies to the adapters lora and quanta, not to {config.spec.method}")

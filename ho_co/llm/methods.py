@@ -8,8 +8,9 @@
 - full:   plain full fine-tuning, the baseline.
 
 Targets default to every linear layer except the output head (PEFT's "all-linear"). Patterns
-go through `ho_co.replace_linear` (glob, dotted suffix, regex) for c2q and QuanTA, so GPT-2's
-Conv1D `c_attn`/`c_proj`/`c_fc` work; for LoRA they are handed to PEFT as they are.
+are resolved once, by `ho_co.replace_linear`'s rules (glob, dotted suffix, regex; GPT-2's Conv1D
+`c_attn`/`c_proj`/`c_fc` included), into exact module names, and every method gets those names
+(LoRA as PEFT's `target_modules` list), so one pattern adapts the same layers whatever the method.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
+
+from ho_co.replace import replace_linear
 
 METHODS = ("c2q", "quanta", "lora", "full")
 
@@ -53,8 +56,20 @@ def output_head_names(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if head is not None and module is head]
 
 
-def _exclude(model: nn.Module, spec: MethodSpec) -> list[str]:
-    return list(spec.exclude_modules or []) + output_head_names(model)
+def target_names(model: nn.Module, spec: MethodSpec) -> list[str]:
+    """The modules `spec` adapts: its target patterns resolved by replace_linear's rules, minus
+    its exclude patterns and the output head. Raises ValueError when that leaves none."""
+    exclude = list(spec.exclude_modules or []) + output_head_names(model)
+    chosen = replace_linear(model, lambda linear: linear, spec.target_modules, exclude, dry_run=True)
+    if not chosen.entries:
+        raise ValueError(f"{spec.method}: target_modules {spec.target_modules} and exclude_modules "
+                         f"{spec.exclude_modules} (and the output head) leave no linear layer to adapt")
+    return [entry.name for entry in chosen.entries]
+
+
+def _exactly(names: list[str]) -> list[re.Pattern]:
+    """replace_linear patterns selecting exactly the modules `names`."""
+    return [re.compile(re.escape(name)) for name in names]
 
 
 def apply_method(model: nn.Module, spec: MethodSpec) -> nn.Module:
@@ -66,11 +81,10 @@ def apply_method(model: nn.Module, spec: MethodSpec) -> nn.Module:
     if spec.method == "full":
         model.requires_grad_(True)
         return model
+    names = target_names(model, spec)
     if spec.method == "lora":
-        return _apply_lora(model, spec)
-    report = _convert(model, spec, spec.target_modules, _exclude(model, spec))
-    if not report.replaced:
-        raise ValueError(f"{spec.method}: no module was converted\n{report}")
+        return _apply_lora(model, spec, names)
+    report = _convert(model, spec, _exactly(names))
     spec.replaced = [entry.name for entry in report.replaced]
     spec.conv1d_modules = [entry.name for entry in report.replaced if entry.old_type == "Conv1D"]
     print(report)
@@ -81,25 +95,25 @@ def replay_c2q(model: nn.Module, spec: MethodSpec) -> nn.Module:
     """Convert exactly the modules named in `spec.replaced` again (loading a saved c2q model)."""
     if spec.method != "c2q":
         raise ValueError(f"replay_c2q needs a c2q spec, got {spec.method!r}")
-    exact = [re.compile(re.escape(name)) for name in spec.replaced]
-    report = _convert(model, spec, exact, None)
+    report = _convert(model, spec, _exactly(spec.replaced))
     if sorted(e.name for e in report.replaced) != sorted(spec.replaced):
         raise ValueError(f"could not convert again the modules {spec.replaced}:\n{report}")
     return model
 
 
-def _convert(model: nn.Module, spec: MethodSpec, targets, exclude):
-    """c2q or QuanTA on the layers `targets`/`exclude` select; returns the ReplaceReport."""
+def _convert(model: nn.Module, spec: MethodSpec, targets: list[re.Pattern]):
+    """c2q or QuanTA on the layers `targets` select; returns the ReplaceReport."""
     from ho_co.adapters import apply_holinear, apply_quanta
 
     if spec.method == "quanta":
-        return apply_quanta(model, targets, dims=spec.dims, exclude_modules=exclude)
-    report = apply_holinear(model, targets, order=spec.order, train="all", exclude_modules=exclude)
+        return apply_quanta(model, targets, dims=spec.dims)
+    report = apply_holinear(model, targets, order=spec.order, train="all")
     model.requires_grad_(True)  # C2Q-SFT: the converted model is fine-tuned as a whole
     return report
 
 
-def _apply_lora(model: nn.Module, spec: MethodSpec) -> nn.Module:
+def _apply_lora(model: nn.Module, spec: MethodSpec, names: list[str]) -> nn.Module:
+    """PEFT's LoRA on exactly `names` (PEFT matches a list entry as the name or a dotted suffix)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
@@ -107,7 +121,10 @@ def _apply_lora(model: nn.Module, spec: MethodSpec) -> nn.Module:
         r=spec.lora_r,
         lora_alpha=spec.lora_alpha,
         lora_dropout=spec.lora_dropout,
-        target_modules=spec.target_modules or "all-linear",
-        exclude_modules=spec.exclude_modules,
+        target_modules=names,
     )
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    adapted = peft_model.base_model.targeted_module_names
+    if sorted(adapted) != sorted(names):  # a full name that is also the suffix of a deeper one
+        raise ValueError(f"lora: PEFT adapted {sorted(adapted)}, not exactly the targets {sorted(names)}")
+    return peft_model

@@ -81,32 +81,27 @@ def token_blocks(config: PretrainConfig, tokenizer) -> tuple[list[dict], list[di
     return _blocks(train_ids, config.block_size, config.text), _blocks(val_ids, config.block_size, val_name)
 
 
-def ho_from_scratch(linear: torch.nn.Linear, order: int):
-    """The exact HOLinear operator (no `ho_scale`) starting from `linear`'s weights."""
-    from ho_co import HOLinear
-
-    layer = HOLinear(linear.in_features, linear.out_features, order=order, bias=linear.bias is not None,
-                     device=linear.weight.device, dtype=linear.weight.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(linear.weight)
-        if linear.bias is not None:
-            layer.bias.copy_(linear.bias)
-    return layer
-
-
 def build_model(config: PretrainConfig, vocab_size: int, order: int):
     """GPT-2 of the configured size; order > 1 puts HOLinear in the target layers."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ho_co import replace_linear
-    from ho_co.llm.saving import declare_causal_lm_loss
+    from ho_co import HOLinear, replace_linear
+    from ho_co.llm.models import declare_causal_lm_loss
+
+    def exact_ho(linear: torch.nn.Linear) -> HOLinear:
+        """The paper's operator (no `ho_scale`, unlike `HOLinear.from_linear`) on the baseline's
+        initial weights: a from-scratch HOLinear takes a Linear's state dict as it is."""
+        layer = HOLinear(linear.in_features, linear.out_features, order=order, bias=linear.bias is not None,
+                         device=linear.weight.device, dtype=linear.weight.dtype)
+        layer.load_state_dict(linear.state_dict())
+        return layer
 
     torch.manual_seed(config.seed)
     gpt = GPT2Config(vocab_size=vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
                      n_layer=config.n_layer, n_head=config.n_head, bos_token_id=None, eos_token_id=None)
     model = declare_causal_lm_loss(GPT2LMHeadModel(gpt))
     if order > 1:
-        report = replace_linear(model, lambda lin: ho_from_scratch(lin, order), targets=config.targets)
+        report = replace_linear(model, exact_ho, targets=config.targets)
         if report.skipped:
             raise ValueError(f"order {order} does not fit every target layer:\n{report}")
     return model

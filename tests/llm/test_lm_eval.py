@@ -6,7 +6,7 @@ import torch
 
 from ho_co.llm.data import DataError
 from ho_co.llm.lm_eval import choice_loglikelihoods, multiple_choice, perplexity, read_questions
-from ho_co.llm.saving import load_pretrained
+from ho_co.llm.models import load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -84,19 +84,26 @@ def test_multiple_choice_accuracy(gpt2, tmp_path):
         ("What jumps over the dog?", ["the quick brown fox", "a cat", "nothing"]),
         ("Where does the cat sleep?", ["on the warm mat", "in the sky"]),
     ]
-    best = []
-    for q, choices in questions:
-        lls = choice_loglikelihoods(model, tokenizer, f"Question: {q}\nAnswer:", [" " + c for c in choices], 256)
+    best, best_norm = [], []
+    for q, choices in questions:  # each choice scored alone, unpadded, by the model's own loss
+        ctx = tokenizer(f"Question: {q}\nAnswer:")["input_ids"]
+        lls = []
+        for c in choices:
+            cont = tokenizer(" " + c, add_special_tokens=False)["input_ids"]
+            lls.append(-model_loss(model, ctx + cont, [-100] * len(ctx) + cont) * len(cont))
+        normed = [ll / len((" " + c).encode("utf-8")) for ll, c in zip(lls, choices)]
         best.append(max(range(len(choices)), key=lls.__getitem__))
+        best_norm.append(max(range(len(choices)), key=normed.__getitem__))
     # First two answered as the model would (as index, as text), the others not (letter, index).
     answers = [best[0], questions[1][1][best[1]], "ABC"[(best[2] + 1) % 3], (best[3] + 1) % 2]
+    answer_index = [best[0], best[1], (best[2] + 1) % 3, (best[3] + 1) % 2]
     path = tmp_path / "mc.jsonl"
     path.write_text("".join(json.dumps({"question": q, "choices": c, "answer": a}) + "\n"
                             for (q, c), a in zip(questions, answers)))
     result = multiple_choice(model, tokenizer, path)
     assert result["questions"] == 4
     assert result["accuracy"] == 0.5
-    assert 0 <= result["accuracy_norm"] <= 1
+    assert result["accuracy_norm"] == sum(b == a for b, a in zip(best_norm, answer_index)) / 4
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from ho_co.layers import QuanTALinear
 from ho_co.llm.data import load_examples, make_collator
 from ho_co.llm.finetune import FinetuneConfig, build_trainer
 from ho_co.llm.methods import MethodSpec, apply_method
-from ho_co.llm.saving import load_finetuned, load_pretrained, read_meta, save_finetuned
+from ho_co.llm.models import load_finetuned, load_pretrained, read_meta, save_finetuned
 
 METHODS = ["c2q", "quanta", "lora", "full"]
 
@@ -70,6 +70,28 @@ def test_gpt2_conv1d_targets(gpt2_dir):
     assert spec.replaced == spec.conv1d_modules == ["transformer.h.0.attn.c_attn", "transformer.h.0.mlp.c_proj"]
     assert isinstance(model.transformer.h[0].attn.c_attn, QuanTALinear)
     assert type(model.transformer.h[0].attn.c_proj).__name__ == "Conv1D"  # attn.c_proj not targeted
+
+
+@pytest.mark.parametrize("arch, patterns, expected", [
+    # a glob, and a plain name matched as a dotted suffix (a glob means nothing to PEFT's own matching)
+    ("llama", ["*.mlp.*_proj", "q_proj"], ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "self_attn.q_proj"]),
+    ("gpt2", ["c_attn", "*.mlp.c_*"], ["attn.c_attn", "mlp.c_fc", "mlp.c_proj"]),  # Conv1D; not attn.c_proj
+])
+def test_every_method_adapts_the_same_layers(model_dir, arch, patterns, expected):
+    prefix = "model.layers.0." if arch == "llama" else "transformer.h.0."
+    adapted = {}
+    for method in ("c2q", "quanta", "lora"):
+        model, _ = load_pretrained(str(model_dir))
+        model = apply_method(model, MethodSpec(method, target_modules=patterns, exclude_modules=["down_proj"]))
+        if method == "lora":
+            from peft.tuners.lora import LoraLayer
+
+            adapted[method] = {n for n, m in model.base_model.model.named_modules() if isinstance(m, LoraLayer)}
+        else:
+            layer = HOLinear if method == "c2q" else QuanTALinear
+            adapted[method] = {n for n, m in model.named_modules() if isinstance(m, layer)}
+    want = {prefix + name for name in expected if not name.endswith("down_proj")}
+    assert adapted == {"c2q": want, "quanta": want, "lora": want}
 
 
 def test_targets_matching_nothing_fail(llama_dir):
@@ -176,7 +198,7 @@ def test_c2q_cannot_merge_and_is_not_loadable_as_plain_hf(loaded, model_dir, tmp
 @pytest.mark.parametrize("arch", ["gpt2"])
 def test_trainer_eval_loss_is_the_model_loss(loaded, text_file, tmp_path):
     """GPT-2's class name hides its causal loss from the Trainer's token count (see
-    saving.declare_causal_lm_loss); without the fix this is off by a factor (L - 1) / L."""
+    models.declare_causal_lm_loss); without the fix this is off by a factor (L - 1) / L."""
     model, tokenizer, _, _ = loaded
     from ho_co.llm.data import encode_text_blocks
 

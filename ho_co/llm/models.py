@@ -1,6 +1,8 @@
-"""Save a fine-tuned model so that `load_finetuned(dir)` brings it back in one call.
+"""Where the causal LMs come from: `load_pretrained` (any Hugging Face causal LM, ready to
+train) and `load_finetuned` (an output of `ho-co finetune`, in one call), with `save_finetuned`,
+the writer of what `load_finetuned` reads.
 
-Every output directory holds the tokenizer and `ho_co_finetune.json` (method, base model,
+Every fine-tuned directory holds the tokenizer and `ho_co_finetune.json` (method, base model,
 the MethodSpec with the exact converted module names). The weights depend on the method:
 
 - full, or any method saved with `merge=True`: a plain Hugging Face model
@@ -61,8 +63,7 @@ def restore_conv1d(model: nn.Module, names: list[str]) -> None:
                 conv.bias.copy_(linear.bias)
             else:
                 conv.bias.zero_()
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, conv)
+        model.set_submodule(name, conv)
 
 
 def save_finetuned(
