@@ -71,16 +71,16 @@ def sync(device):
 
 
 def inference_ms(make, env, args) -> float:
-    from ho_co.routing.evaluate import decode
+    from ho_co.routing.evaluate import decode_batch
 
     policy = make().to(args.device).eval()
     td = env.generator(args.instances).to(args.device)
     with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
-        decode(policy, env, td[: args.eval_batch])  # warm-up
+        decode_batch(policy, env, td[: args.eval_batch])  # warm-up
         sync(args.device)
         start = time.perf_counter()
         for i in range(0, args.instances, args.eval_batch):
-            decode(policy, env, td[i : i + args.eval_batch])
+            decode_batch(policy, env, td[i : i + args.eval_batch])
         sync(args.device)
     return 1000 * (time.perf_counter() - start) / args.instances
 
