@@ -50,9 +50,18 @@ class TSPMatrixGenerator(Generator):
 
 
 class _FileInstances:
-    """Load `val_file`/`test_file` through the validated loader (npz or TSPLIB)."""
+    """Load `val_file`/`test_file` through the validated loader (npz or TSPLIB), and decode
+    instances of any size: rl4co's ATSP reset sizes the action mask by the generator's num_loc,
+    here it takes the N of the instances at hand (a TSPLIB file, a larger test set)."""
 
     problem: str
+
+    def _reset(self, td: TensorDict | None = None, batch_size=None) -> TensorDict:
+        out = super()._reset(td, batch_size=batch_size)
+        n = out["cost_matrix"].size(-1)
+        if out["action_mask"].size(-1) != n:
+            out.set("action_mask", torch.ones((*out.batch_size, n), dtype=torch.bool, device=out.device))
+        return out
 
     def load_data(self, fpath, batch_size=[]) -> TensorDict:
         inst = load_instances(Path(fpath), problem=self.problem, num_loc=self.generator.num_loc)

@@ -99,7 +99,7 @@ def copy_seed(seed: int, k: int) -> int:
 def decode_batch(policy, env, td: TensorDict, num_starts: int | None = None) -> torch.Tensor:
     """Best tour [B, N] per instance of one batch: greedy from every start node (POMO)."""
     td = env.reset(td)
-    n_start = env.get_num_starts(td) if num_starts is None else num_starts
+    n_start = td["action_mask"].size(-1) if num_starts is None else num_starts  # N of these instances
     decode_type = "multistart_greedy" if n_start > 1 else "greedy"
     out = policy(td, env, phase="test", decode_type=decode_type, num_starts=n_start, return_actions=True)
     if n_start <= 1:
@@ -244,7 +244,7 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
         elif optimum_of is not None:
             ref = _optimum_reference(optimum_of, inst, path, optima)
         tours, lengths, seconds = decode(policy, env, inst, num_starts, num_augment, batch_size, seed,
-                                         device, progress)
+                                         device, progress and len(files) == 1)
         row = {
             "checkpoint": str(checkpoint), "instances": str(path), "problem": problem,
             "name": inst.name or path.stem, "edge_weight_type": inst.edge_weight_type,
