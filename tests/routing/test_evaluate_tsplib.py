@@ -96,3 +96,15 @@ def test_normalised_copies_for_matrix_and_coordinate_policies():
     np.testing.assert_allclose(locs * scale + inst.locs[0].min(axis=0), inst.locs[0], rtol=1e-5)
     with pytest.raises(ValueError, match="gr17: this policy reads coordinates"):
         policy_input(load_instances(DATA / "gr17.tsp"), TSPEnv(generator_params={"num_loc": 17}))
+
+
+def test_eval_directory_against_a_directory_of_solve_outputs(tsp_run, tsplib_dir, tmp_path, capsys):
+    result, _ = tsp_run
+    refs = tmp_path / "refs"
+    assert main(["solve", "--solver", "concorde", "--instances", str(tsplib_dir), "--out", str(refs)]) == 0
+    out = evaluate(result["last_checkpoint"], [tsplib_dir], refs, progress=False)
+    optima = dict(line.split(": ") for line in (tsplib_dir / "optima.txt").read_text().split("\n") if line)
+    assert [r["name"] for r in out["files"]] == ["mat9", "pts12", "ulysses16"]
+    for row in out["files"]:
+        assert row["reference_solver"] == "concorde" and row["reference_mean_length"] == float(optima[row["name"]])
+    assert out["mean_gap_percent"] == pytest.approx(np.mean([r["mean_gap_percent"] for r in out["files"]]))
