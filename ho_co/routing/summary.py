@@ -44,7 +44,7 @@ class RunSummary(Callback):
         decoded = {}
         for augment in (1, self.num_augment):
             tours, lengths, seconds = decode(pl_module.policy, env, inst, num_augment=augment,
-                                            batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
+                                             batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
             decoded[augment] = tours, lengths, seconds
         checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         summary = {

@@ -39,11 +39,14 @@ def compare_solvers(instances: Instances, solvers, out_dir, *, workers: int = 1,
 
 
 def format_rows(rows: list[dict], columns: dict[str, str]) -> str:
-    """A Markdown table of ``rows`` with ``columns`` ({key: header}); floats get 5 digits, gaps 3."""
+    """A Markdown table of ``rows`` with ``columns`` ({key: header}): gaps with 3 decimals, mean
+    lengths with 5, other numbers with 2."""
     def cell(key, value):
         if not isinstance(value, float):
             return str(value)
-        return f"{round(value, 3) + 0.0:.3f}" if key == "gap_percent" else f"{value:.5g}"
+        if key == "gap_percent":
+            return f"{round(value, 3) + 0.0:.3f}"
+        return f"{value:.5f}" if key == "mean_length" else f"{value:.2f}"
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(k, r[k]) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
