@@ -72,7 +72,9 @@ def test_eval_one_file_against_solve_output_and_augmentation(tsp_run, tsplib_dir
     result, _ = tsp_run
     path = tsplib_dir / "ulysses16.tsp"
     assert main(["solve", "--solver", "concorde", "--instances", str(path), "--out", str(tmp_path / "ref.npz")]) == 0
-    plain = evaluate(result["last_checkpoint"], path, tmp_path / "ref.npz", progress=False)
+    plain = evaluate(result["last_checkpoint"], path, tmp_path / "ref.npz", render=tmp_path / "t.png",
+                     render_count=1, progress=False)
+    assert (tmp_path / "t.png").stat().st_size > 1000  # the file's coordinates, drawn
     augmented = evaluate(result["last_checkpoint"], path, tmp_path / "ref.npz", num_augment=4, progress=False)
     assert plain["name"] == "ulysses16" and plain["edge_weight_type"] == "GEO"
     assert plain["reference_mean_length"] == 6859 and plain["mean_gap_percent"] >= 0
