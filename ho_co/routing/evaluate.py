@@ -38,7 +38,7 @@ def is_matrix_env(env) -> bool:
 
 
 def augmented_copy(td: TensorDict, env, k: int, num_augment: int) -> TensorDict:
-    """Copy ``k`` of ``num_augment`` of each (reset) instance; copy 0 is the instance itself.
+    """Copy ``k`` of ``num_augment`` of each instance; copy 0 is the instance itself.
 
     MatNet's copies are the instance again (its random one-hot embeddings, drawn per copy under
     the copy's seed, make the difference); coordinate policies take rl4co's transforms.
