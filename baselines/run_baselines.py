@@ -13,11 +13,11 @@ only solves what changed or was interrupted; the table is printed and written to
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from ho_co.routing.instances import load_instances
-from ho_co.solvers import SOLVERS, default_optimal_solver, mean_gap, solve_instances
+from ho_co.problems import load_instances
+from ho_co.solvers import SOLVERS, default_optimal_solver
+from ho_co.solvers.compare import compare_solvers, format_rows
 
 
 def main() -> None:
@@ -32,24 +32,15 @@ def main() -> None:
     args = p.parse_args()
 
     inst = load_instances(args.instances)
-    arrays = {"locs": inst.locs} if inst.locs is not None else {"cost_matrix": inst.cost_matrix}
     out_dir = Path(args.out_dir)
     reference = args.reference or default_optimal_solver()
-    rows, ref = [], None
-    for solver in [reference] + [s for s in args.solvers if s != reference]:
-        limit = args.ortools_time_limit if solver == "ortools" else None
-        t0 = time.perf_counter()
-        refs = solve_instances(solver, **arrays, out=out_dir / f"{solver}.npz",
-                               workers=args.workers, time_limit=limit)
-        seconds = time.perf_counter() - t0
-        ref = refs.lengths if ref is None else ref
-        rows.append(f"| {solver}{f' (GLS {limit:g} s)' if limit else ''} | {refs.lengths.mean():.5f} "
-                    f"| {round(mean_gap(refs.lengths, ref), 3) + 0.0:.3f} | {int(refs.optimal.sum())}/{len(inst)} "
-                    f"| {seconds:.1f} |")
+    rows = compare_solvers(inst, [reference] + [s for s in args.solvers if s != reference], out_dir,
+                           workers=args.workers, time_limits={"ortools": args.ortools_time_limit})
     table = "\n".join([
         f"{inst.problem.upper()}-{inst.num_loc}, {len(inst)} instances from {args.instances}; "
         f"gap to {reference}; time with {args.workers} workers (0 when cached)", "",
-        "| solver | mean length | gap % | proven optimal | seconds |", "|---|---|---|---|---|", *rows])
+        format_rows(rows, {"solver": "solver", "mean_length": "mean length", "gap_percent": "gap %",
+                           "proven_optimal": "proven optimal", "seconds": "seconds"})])
     print(table)
     (out_dir / "table.md").write_text(table + "\n")
 

@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ho_co.routing.instances import generate_tsp
-from ho_co.solvers import SOLVERS, SolverUnavailable, default_optimal_solver, mean_gap, solve_instances
+from ho_co.problems import Instances, generate_tsp
+from ho_co.solvers import SOLVERS, default_optimal_solver, solve_instances
+from ho_co.solvers.compare import compare_solvers, format_rows
 
 
 def parse() -> argparse.Namespace:
@@ -39,40 +40,24 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    locs = generate_tsp(args.num_loc, args.size, args.seed)
+    inst = Instances("tsp", locs=generate_tsp(args.num_loc, args.size, args.seed))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # warm the worker pool's server process (it imports ho_co once) outside the timings
-        solve_instances("nearest", locs=locs[:2], out=tmp / "warm.npz", progress=False)
-        rows, ref = [], None
-        for solver in args.solvers:
-            limit = args.ortools_time_limit if solver == "ortools" else None
-            t0 = time.perf_counter()
-            try:
-                refs = solve_instances(solver, locs=locs, out=tmp / f"{solver}.npz", workers=1,
-                                       time_limit=limit, progress=False)
-            except SolverUnavailable as err:
-                print(f"skipping {solver}: {err}")
-                continue
-            ms = 1000 * (time.perf_counter() - t0) / args.size
-            if ref is None:
-                ref = refs.lengths  # the first solver (concorde by default) is the reference
-            rows.append((solver, limit, ms, refs.lengths.mean(), mean_gap(refs.lengths, ref),
-                         int(refs.optimal.sum())))
-        base_ms = rows[0][2]
-        print(f"\nTSP-{args.num_loc}, {args.size} instances, 1 worker; gap to {rows[0][0]}")
-        print("| solver | ms / instance | x " + rows[0][0] + " time | mean length | gap % | proven optimal |")
-        print("|---|---|---|---|---|---|")
-        for solver, limit, ms, length, gap, opt in rows:
-            name = solver + (f" (GLS {limit:g} s)" if limit else "")
-            print(f"| {name} | {ms:.1f} | {ms / base_ms:.2f} | {length:.5f} | {round(gap, 3) + 0.0:.3f} | "
-                  f"{opt}/{args.size} |")
+        solve_instances("nearest", Instances("tsp", locs=inst.locs[:2]), out=tmp / "warm.npz", progress=False)
+        rows = compare_solvers(inst, args.solvers, tmp, workers=1, progress=False, skip_unavailable=True,
+                               time_limits={"ortools": args.ortools_time_limit})
+        for row in rows:
+            row["x_time"] = row["ms_per_instance"] / rows[0]["ms_per_instance"]
+        print(f"\nTSP-{args.num_loc}, {args.size} instances, 1 worker; gap to {rows[0]['solver']}")
+        print(format_rows(rows, {"solver": "solver", "ms_per_instance": "ms / instance",
+                                 "x_time": f"x {rows[0]['solver']} time", "mean_length": "mean length",
+                                 "gap_percent": "gap %", "proven_optimal": "proven optimal"}))
 
         solver = default_optimal_solver()
-        big = generate_tsp(args.num_loc, args.set_size, args.seed + 1)
+        big = Instances("tsp", locs=generate_tsp(args.num_loc, args.set_size, args.seed + 1))
         t0 = time.perf_counter()
-        refs = solve_instances(solver, locs=big, out=tmp / "set.npz", workers=args.workers,
-                               progress=False)
+        refs = solve_instances(solver, big, out=tmp / "set.npz", workers=args.workers, progress=False)
         seconds = time.perf_counter() - t0
         print(f"\n{args.set_size} TSP-{args.num_loc} instances, {solver}, {args.workers} workers: "
               f"{seconds:.1f} s ({1000 * seconds / args.set_size:.1f} ms / instance), "

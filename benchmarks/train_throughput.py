@@ -165,16 +165,20 @@ def train_speed(make, env, batch: int, args) -> dict:
 
 def inference_ms(make, env, td, args, num_augment: int) -> float:
     """ms per instance of multi-start greedy decoding (best of all starts and augmentations)."""
-    from ho_co.routing.evaluate import decode
+    from ho_co.routing.evaluate import augmented_copy, decode_batch
+
+    def decode(batch):  # what `ho-co eval` runs on a batch: every augmentation copy in turn
+        for k in range(num_augment):
+            decode_batch(policy, env, augmented_copy(batch, env, k, num_augment))
 
     policy = make().to(args.device).eval()
 
     def decode_all():
         for i in range(0, args.instances, args.eval_batch):
-            decode(policy, env, td[i : i + args.eval_batch], num_augment=num_augment)
+            decode(td[i : i + args.eval_batch])
 
     with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
-        decode(policy, env, td[: args.eval_batch], num_augment=num_augment)  # warm-up (and compile)
+        decode(td[: args.eval_batch])  # warm-up (and compile)
         return 1000 * seconds(decode_all, args.device) / args.instances
 
 

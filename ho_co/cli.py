@@ -168,8 +168,13 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="decode a trained routing checkpoint on instances: length, gap, time")
     p.add_argument("--checkpoint", required=True, help="a `ho-co train` checkpoint (.ckpt)")
-    p.add_argument("--instances", required=True, help="instances (.npz: locs or cost_matrix; TSPLIB)")
-    p.add_argument("--reference", help="reference tours (.npz from `ho-co solve`) for the gap")
+    p.add_argument("--instances", required=True, nargs="+",
+                   help="instance files (.npz: locs or cost_matrix; TSPLIB .tsp/.atsp) or directories")
+    p.add_argument("--reference", help="reference tours for the gap: a `ho-co solve` output (.npz) or a "
+                   "TSPLIB .opt.tour; for several files, a directory of NAME.npz")
+    p.add_argument("--optima", help="published optimal lengths for the gap, lines 'name: length'")
+    p.add_argument("--out", help="write tours and lengths in `ho-co solve`'s format (.npz; a directory "
+                   "for several files)")
     p.add_argument("--augment", type=int, default=1, help="augmentations, best of all (default 1: none)")
     p.add_argument("--starts", type=int, help="POMO start nodes (default: all N)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -182,14 +187,15 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
-        from ho_co.routing.evaluate import evaluate
+        from ho_co.routing.evaluate import evaluate, format_table
 
         result = evaluate(
             args.checkpoint, args.instances, args.reference, num_augment=args.augment,
             num_starts=args.starts, batch_size=args.batch_size, device=args.device, seed=args.seed,
-            render=args.render, render_count=args.render_count, json_out=args.json,
+            render=args.render, render_count=args.render_count, json_out=args.json, out=args.out,
+            optima=args.optima,
         )
-        print(json.dumps(result, indent=2))
+        print(format_table(result) if "files" in result else json.dumps(result, indent=2))
         return 0
 
     p.set_defaults(handler=run)
@@ -204,7 +210,7 @@ def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .npz")
 
     def run(args: argparse.Namespace) -> int:
-        from ho_co.routing.instances import generate_atsp, generate_tsp, save_instances
+        from ho_co.problems import generate_atsp, generate_tsp, save_instances
 
         if args.problem == "tsp":
             path = save_instances(args.out, locs=generate_tsp(args.num_loc, args.size, args.seed))
@@ -217,28 +223,51 @@ def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_solve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("solve", help="reference tours for an instance set (Concorde, exact MIP, baselines)")
+    p = sub.add_parser("solve", help="reference tours for instance files (Concorde, exact MIP, baselines)")
     p.add_argument("--solver", choices=("concorde", "exact", "lkh", "ortools", "nearest", "insertion"),
                    help="default: concorde if installed, else exact (HiGHS)")
-    p.add_argument("--instances", required=True, help="instances (.npz: locs or cost_matrix; TSPLIB)")
-    p.add_argument("--out", required=True, help="output .npz: tours, lengths, optimal, solver")
+    p.add_argument("--instances", required=True, nargs="+",
+                   help="instance files (.npz: locs or cost_matrix; TSPLIB .tsp/.atsp) or directories")
+    p.add_argument("--out", required=True, help="output .npz: tours, lengths, optimal, solver (a directory "
+                   "of NAME.npz for several files)")
     p.add_argument("--workers", type=int, default=1, help="solver processes (default 1)")
     p.add_argument("--time-limit", type=float, help="seconds per instance (concorde, exact, ortools)")
 
     def run(args: argparse.Namespace) -> int:
-        from ho_co.routing.instances import load_instances
+        from pathlib import Path
+
+        from ho_co.problems import instance_files, load_instances
         from ho_co.solvers import default_optimal_solver, solve_instances
 
         solver = args.solver or default_optimal_solver()
-        inst = load_instances(args.instances)
-        arrays = {"locs": inst.locs} if inst.locs is not None else {"cost_matrix": inst.cost_matrix}
-        refs = solve_instances(solver, **arrays, out=args.out, workers=args.workers, time_limit=args.time_limit)
-        print(f"{solver}: {len(refs.lengths)} tours, mean length {refs.lengths.mean():.6f}, "
-              f"{int(refs.optimal.sum())} proven optimal -> {args.out}")
+        files = instance_files(args.instances)
+        for path in files:
+            inst = load_instances(path)
+            out = Path(args.out) / f"{path.stem}.npz" if len(files) > 1 else Path(args.out)
+            refs = solve_instances(solver, inst, out=out, workers=args.workers, time_limit=args.time_limit)
+            what = f"{inst.name} ({inst.edge_weight_type}, N={inst.num_loc})" if inst.name else \
+                f"{len(refs.lengths)} tours"
+            print(f"{solver}: {what}, mean length {refs.lengths.mean():.6f}, "
+                  f"{int(refs.optimal.sum())} proven optimal{_opt_tour_check(path, inst, refs)} -> {out}")
         return 0
 
     # a solver that crashes or finds no tour raises RuntimeError naming the solver and instance
     p.set_defaults(handler=run, input_errors=(RuntimeError,))
+
+
+def _opt_tour_check(path, inst, refs) -> str:
+    """Where TSPLIB's NAME.opt.tour sits beside NAME.tsp: compare its length with the tour found
+    (a proven-optimal tour longer than it is an error)."""
+    from ho_co.problems import load_references
+
+    tour_file = path.with_name(f"{path.stem}.opt.tour")
+    if inst.name is None or not tour_file.is_file():
+        return ""
+    best = float(load_references(tour_file, inst).lengths[0])
+    if refs.optimal[0] and refs.lengths[0] > best + 1e-9 * best:
+        raise ValueError(f"{path}: tour proven optimal has length {refs.lengths[0]:.6g}, but "
+                         f"{tour_file.name} has {best:.6g}")
+    return f" ({tour_file.name}: {best:.6g})"
 
 
 def _cmd_checkpoint(sub: argparse._SubParsersAction) -> None:
@@ -264,13 +293,13 @@ def _cmd_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", help="write the learning curves here")
     p.add_argument("--x", nargs="+", choices=["instances_seen", "wall_s"], default=["instances_seen", "wall_s"],
                    help="curve x axes, one panel each")
-    p.add_argument("--no-seed", action="store_true", help="leave the seed paper's TSP-50 rows out")
+    p.add_argument("--no-paper-rows", action="store_true", help="leave the seed paper's TSP-50 rows out")
 
     def run(args: argparse.Namespace) -> int:
         from ho_co.routing import report
 
         if args.eval:
-            print(report.comparison_table(report.parse_labelled(args.eval), with_seed=not args.no_seed))
+            print(report.comparison_table(report.parse_labelled(args.eval), with_paper_rows=not args.no_paper_rows))
         if args.curve:
             if not args.png:
                 raise ValueError("--curve needs --png OUT.png")

@@ -45,7 +45,7 @@ def test_every_subcommand_ends_bad_input_with_one_line(argv, message, tmp_path, 
 def test_a_solver_failure_is_one_line_but_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     import ho_co.routing.checkpoints
     import ho_co.solvers
-    from ho_co.routing.instances import generate_tsp, save_instances
+    from ho_co.problems import generate_tsp, save_instances
 
     inst = save_instances(tmp_path / "t.npz", locs=generate_tsp(5, 2, seed=0))
 

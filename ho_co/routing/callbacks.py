@@ -105,17 +105,16 @@ class LearningCurve(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not self.instances_path:
             return
-        from ho_co.routing.evaluate import load_reference, solve
-        from ho_co.routing.instances import load_instances
-        from ho_co.solvers.tours import mean_gap
+        from ho_co.problems import load_instances, load_references, mean_gap
+        from ho_co.routing.evaluate import decode
 
         env = pl_module.env
         if self._inst is None:
             problem = getattr(env, "problem", env.name)
             self._inst = load_instances(self.instances_path, problem=problem, num_loc=env.generator.num_loc)
-            self._ref = load_reference(self.reference_path, self._inst) if self.reference_path else None
-        _, lengths, _ = solve(pl_module.policy, env, self._inst, num_augment=self.num_augment,
-                              batch_size=self.batch_size, seed=self.seed, device=pl_module.device)
+            self._ref = load_references(self.reference_path, self._inst) if self.reference_path else None
+        _, lengths, _ = decode(pl_module.policy, env, self._inst, num_augment=self.num_augment,
+                               batch_size=self.batch_size, seed=self.seed, device=pl_module.device)
         pl_module.log("val/length", float(lengths.mean()), prog_bar=True, sync_dist=True)
         if self._ref is not None:
             pl_module.log("val/gap", mean_gap(lengths, self._ref.lengths), prog_bar=True, sync_dist=True)

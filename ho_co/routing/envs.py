@@ -8,7 +8,7 @@ matrix at reset (on the batch's device), so datasets hold only the [N, 2] coordi
 
 Both envs keep rl4co's `name = "atsp"` on purpose: rl4co picks the MatNet embeddings and the
 POMO start nodes (no depot) by that name. Files (our `.npz` and TSPLIB) are read through
-`ho_co.routing.instances`, which validates them.
+`ho_co.problems`, which validates them.
 """
 
 from __future__ import annotations
@@ -25,10 +25,7 @@ from rl4co.envs.routing.atsp.env import ATSPEnv
 from rl4co.envs.routing.atsp.generator import ATSPGenerator
 from rl4co.envs.routing.tsp.render import render as render_tsp
 
-
-def euclidean_cost_matrix(locs: torch.Tensor) -> torch.Tensor:
-    """[..., N, 2] coordinates -> [..., N, N] Euclidean distances (exact zeros on the diagonal)."""
-    return torch.cdist(locs, locs, compute_mode="donot_use_mm_for_euclid_dist")
+from ho_co.problems.instances import distance_matrix, load_instances
 
 
 class TSPMatrixGenerator(Generator):
@@ -53,13 +50,20 @@ class TSPMatrixGenerator(Generator):
 
 
 class _FileInstances:
-    """Load `val_file`/`test_file` through the validated loader (npz or TSPLIB)."""
+    """Load `val_file`/`test_file` through the validated loader (npz or TSPLIB), and decode
+    instances of any size: rl4co's ATSP reset sizes the action mask by the generator's num_loc,
+    here it takes the N of the instances at hand (a TSPLIB file, a larger test set)."""
 
     problem: str
 
-    def load_data(self, fpath, batch_size=[]) -> TensorDict:
-        from ho_co.routing.instances import load_instances
+    def _reset(self, td: TensorDict | None = None, batch_size=None) -> TensorDict:
+        out = super()._reset(td, batch_size=batch_size)
+        n = out["cost_matrix"].size(-1)
+        if out["action_mask"].size(-1) != n:
+            out.set("action_mask", torch.ones((*out.batch_size, n), dtype=torch.bool, device=out.device))
+        return out
 
+    def load_data(self, fpath, batch_size=[]) -> TensorDict:
         inst = load_instances(Path(fpath), problem=self.problem, num_loc=self.generator.num_loc)
         return instances_to_td(inst)
 
@@ -95,7 +99,7 @@ class TSPMatrixEnv(_FileInstances, ATSPEnv):
         if "cost_matrix" not in td.keys():
             if locs is None:
                 raise ValueError("TSP instances need 'locs' or 'cost_matrix' in the TensorDict")
-            td = td.clone(False).set("cost_matrix", euclidean_cost_matrix(locs))
+            td = td.clone(False).set("cost_matrix", distance_matrix(locs))
         out = super()._reset(td, batch_size=batch_size)
         if locs is not None:  # kept for rendering; matrix-only TSP files have none
             out.set("locs", locs)

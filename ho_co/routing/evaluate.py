@@ -1,10 +1,14 @@
 """Decode a trained policy on instance files: multi-start greedy, augmentation, lengths, gap.
 
-Every tour is checked to be a permutation before it counts, and lengths are recomputed from
-the instances (`ho_co.solvers.tours`), never taken from the policy's reward. MatNet's
-augmentation is its own: the same instance decoded again with fresh random one-hot column
-embeddings (rl4co's dihedral/symmetric transforms act on coordinates, which a cost matrix
-does not have); coordinate policies (AM/POMO on TSP) use rl4co's dihedral-8 / symmetric one.
+Every tour is checked to be a permutation before it counts, and lengths are re-measured on the
+instances' own cost matrix (`ho_co.problems.tours`), never taken from the policy's reward. A
+TSPLIB file is decoded from a normalised copy (coordinates scaled into the unit square for
+coordinate policies, the matrix divided by its largest entry for MatNet) and measured in the
+file's metric. MatNet's augmentation is its own: the same instance decoded again with fresh
+random one-hot column embeddings (rl4co's dihedral/symmetric transforms act on coordinates,
+which a cost matrix does not have); coordinate policies (AM/POMO on TSP) use rl4co's dihedral-8
+/ symmetric one. Copy 0 of every augmentation is the plain decode (the identity transform, the
+same seeded draw), so more augmentations never give a longer tour.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,51 +24,12 @@ import torch
 from tensordict import TensorDict
 
 from rl4co.data.transforms import StateAugmentation
-from rl4co.utils.ops import batchify, gather_by_index, unbatchify
+from rl4co.utils.ops import gather_by_index, unbatchify
 
+from ho_co.problems.instances import Instances, instance_files, load_instances
+from ho_co.problems.references import References, load_references
+from ho_co.problems.tours import check_tours, gaps, tour_lengths
 from ho_co.routing.envs import instances_to_td
-from ho_co.routing.instances import Instances, load_instances
-from ho_co.solvers.tours import check_tours, mean_gap, tour_lengths
-
-
-@dataclass
-class Reference:
-    """Reference tours from `ho-co solve` (.npz: tours, lengths, optimal, solver)."""
-
-    lengths: np.ndarray
-    optimal: np.ndarray
-    solver: str
-    tours: np.ndarray
-
-
-def load_reference(path: str | Path, instances: Instances) -> Reference:
-    """Read a reference file and check it belongs to `instances` (its tours, re-measured,
-    must give its lengths), so a mismatched pair fails instead of giving a wrong gap."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such reference file")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"tours", "lengths"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: reference file lacks {sorted(missing)}; keys found: {sorted(data.files)}")
-        tours, lengths = data["tours"], data["lengths"].astype(np.float64)
-        optimal = data["optimal"] if "optimal" in data.files else np.zeros(len(lengths), bool)
-        solver = str(data["solver"]) if "solver" in data.files else "unknown"
-    if lengths.shape != (len(instances),) or tours.shape != (len(instances), instances.num_loc):
-        raise ValueError(
-            f"{path}: reference has tours {list(tours.shape)} and lengths {list(lengths.shape)}, "
-            f"but the instance file has {len(instances)} instances of N={instances.num_loc}"
-        )
-    check_tours(tours, instances.num_loc)
-    measured = tour_lengths(tours, cost_matrix=instances.cost_matrix)
-    bad = np.flatnonzero(~np.isclose(measured, lengths, rtol=1e-4, atol=1e-6))
-    if bad.size:
-        b = bad[0]
-        raise ValueError(
-            f"{path}: reference tour of instance {b} has length {measured[b]:.6g} on these instances, "
-            f"the file says {lengths[b]:.6g}: the reference belongs to other instances"
-        )
-    return Reference(lengths, optimal.astype(bool), solver, tours)
 
 
 def is_matrix_env(env) -> bool:
@@ -73,14 +37,33 @@ def is_matrix_env(env) -> bool:
     return env.name == "atsp"
 
 
-def augment(td: TensorDict, env, num_augment: int) -> TensorDict:
-    """`num_augment` copies of each (reset) instance, ordered as POMO's shared_step does."""
-    if num_augment <= 1:
+def augmented_copy(td: TensorDict, env, k: int, num_augment: int) -> TensorDict:
+    """Copy ``k`` of ``num_augment`` of each instance; copy 0 is the instance itself.
+
+    MatNet's copies are the instance again (its random one-hot embeddings, drawn per copy under
+    the copy's seed, make the difference); coordinate policies take rl4co's transforms.
+    """
+    if num_augment <= 1 or k == 0 or is_matrix_env(env):
         return td
-    if is_matrix_env(env):
-        return batchify(td, num_augment)  # MatNet redraws its random one-hot embeddings per copy
     fn = "dihedral8" if num_augment == 8 else "symmetric"
-    return StateAugmentation(num_augment=num_augment, augment_fn=fn)(td)
+    b = td.batch_size[0]
+    return StateAugmentation(num_augment=num_augment, augment_fn=fn)(td)[k * b:(k + 1) * b]
+
+
+def policy_input(instances: Instances, env) -> TensorDict:
+    """The TensorDict the policy decodes: the instances themselves, or for a TSPLIB file a
+    normalised copy (its lengths are measured on the original matrix afterwards)."""
+    if instances.edge_weight_type is None:
+        return instances_to_td(instances)
+    if is_matrix_env(env):
+        cost = instances.cost_matrix / instances.cost_matrix.max()
+        return TensorDict({"cost_matrix": torch.as_tensor(cost, dtype=torch.float32)}, batch_size=[len(instances)])
+    if instances.locs is None:
+        raise ValueError(f"{instances.name}: this policy reads coordinates, and the file has none "
+                         f"(EDGE_WEIGHT_TYPE {instances.edge_weight_type} without DISPLAY_DATA)")
+    locs = instances.locs - instances.locs.min(axis=1, keepdims=True)
+    locs = locs / max(float(locs.max()), 1e-12)
+    return TensorDict({"locs": torch.as_tensor(locs, dtype=torch.float32)}, batch_size=[len(instances)])
 
 
 @contextmanager
@@ -107,27 +90,33 @@ def full_precision_matmuls():
         torch.set_float32_matmul_precision(before)
 
 
+def copy_seed(seed: int, k: int) -> int:
+    """The seed of augmentation copy ``k``: copy 0 draws what a decode without augmentation draws."""
+    return seed if k == 0 else int(np.random.SeedSequence((seed, k)).generate_state(1)[0])
+
+
 @torch.inference_mode()
-def decode(policy, env, td: TensorDict, num_starts: int | None = None, num_augment: int = 1) -> torch.Tensor:
-    """Best tour [B, N] per instance: greedy from every start node (POMO), over augmentations."""
+def decode_batch(policy, env, td: TensorDict, num_starts: int | None = None) -> torch.Tensor:
+    """Best tour [B, N] per instance of one batch: greedy from every start node (POMO)."""
     td = env.reset(td)
-    n_start = env.get_num_starts(td) if num_starts is None else num_starts
-    td = augment(td, env, num_augment)
+    n_start = td["action_mask"].size(-1) if num_starts is None else num_starts  # N of these instances
     decode_type = "multistart_greedy" if n_start > 1 else "greedy"
     out = policy(td, env, phase="test", decode_type=decode_type, num_starts=n_start, return_actions=True)
-    shape = (num_augment if num_augment > 1 else 0, n_start if n_start > 1 else 0)
-    reward = unbatchify(out["reward"], shape).reshape(td.batch_size[0] // max(num_augment, 1), -1)
-    actions = unbatchify(out["actions"], shape)
-    actions = actions.reshape(reward.shape[0], reward.shape[1], -1)
-    return gather_by_index(actions, reward.argmax(dim=1), dim=1)
+    if n_start <= 1:
+        return out["actions"]
+    reward = unbatchify(out["reward"], n_start)  # [B, S]
+    return gather_by_index(unbatchify(out["actions"], n_start), reward.argmax(dim=1), dim=1)
 
 
-def solve(policy, env, instances: Instances, num_starts=None, num_augment=1, batch_size=256,
-          seed: int | None = 0, device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Tours, lengths (float64, recomputed) and decoding seconds for all `instances`."""
+def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, batch_size=256,
+           seed: int | None = 0, device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Tours, lengths (float64, re-measured on the instances) and decoding seconds: for each
+    instance the shortest of its ``num_augment`` copies' best multi-start tours."""
+    if num_augment < 1:
+        raise ValueError(f"num_augment must be >= 1, got {num_augment}")
     device = torch.device(device)
-    td_all = instances_to_td(instances)
-    tours = []
+    td_all = policy_input(instances, env)
+    best_tours, best_lengths = [], []
     batches = range(0, len(instances), batch_size)
     if progress:
         from rich.progress import track
@@ -136,17 +125,27 @@ def solve(policy, env, instances: Instances, num_starts=None, num_augment=1, bat
     was_training = policy.training
     policy.eval()
     start = time.perf_counter()
-    with seeded(seed, device), full_precision_matmuls():
+    with full_precision_matmuls():
         for i in batches:
             td = td_all[i : i + batch_size].to(device)
-            tours.append(decode(policy, env, td, num_starts, num_augment).cpu())
+            cost = instances.cost_matrix[i : i + batch_size]
+            for k in range(num_augment):
+                with seeded(None if seed is None else copy_seed(seed, k), device):
+                    tours = decode_batch(policy, env, augmented_copy(td, env, k, num_augment), num_starts)
+                tours = tours.cpu().numpy()
+                check_tours(tours, instances.num_loc)
+                lengths = tour_lengths(cost, tours)
+                if k == 0:
+                    best_tours.append(tours)
+                    best_lengths.append(lengths)
+                else:
+                    better = lengths < best_lengths[-1]
+                    best_tours[-1][better], best_lengths[-1][better] = tours[better], lengths[better]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     policy.train(was_training)
-    tours = torch.cat(tours).numpy()
-    check_tours(tours, instances.num_loc)
-    return tours, tour_lengths(tours, cost_matrix=instances.cost_matrix), seconds
+    return np.concatenate(best_tours), np.concatenate(best_lengths), seconds
 
 
 def load_checkpoint(path: str | Path, device="cpu"):
@@ -208,40 +207,108 @@ def render_tours(instances: Instances, rows: dict[str, tuple[np.ndarray, np.ndar
 
 def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_starts: int | None = None,
              batch_size: int = 256, device: str = "cpu", seed: int = 0, render: str | None = None,
-             render_count: int = 4, json_out: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """`ho-co eval`: mean length, gap against `reference`, time per instance; optional PNG/JSON."""
+             render_count: int = 4, json_out: str | None = None, out: str | None = None,
+             optima: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """`ho-co eval`: mean length, gap, time per instance, for one instance file or several
+    (``instances``: a path, a directory, or a list of them; one result row per file).
+
+    The gap comes from ``reference`` (a `ho-co solve` output or a TSPLIB ``.opt.tour``; a
+    directory of ``NAME.npz`` for several files) or from ``optima`` (lines ``name: length``).
+    ``out`` writes the tours and their lengths in `ho-co solve`'s format (a directory of
+    ``NAME.npz`` for several files). One file gives its result dict; several give
+    ``{"files": [rows], "mean_gap_percent": ...}`` (see `format_table`).
+    """
     if num_augment < 1:
         raise ValueError(f"--augment must be >= 1, got {num_augment}")
-    policy, env, _ = load_checkpoint(checkpoint, device)
+    if reference and optima:
+        raise ValueError("give --reference or --optima, not both")
+    files = instance_files(instances)
+    if render and len(files) > 1:
+        raise ValueError(f"--render draws one instance file; {len(files)} were given")
+    policy, env, cfg = load_checkpoint(checkpoint, device)
     problem = "tsp" if getattr(env, "problem", env.name) == "tsp" else "atsp"
-    inst = load_instances(instances, problem=problem, num_loc=env.generator.num_loc)
-    ref = load_reference(reference, inst) if reference else None
-    tours, lengths, seconds = solve(policy, env, inst, num_starts, num_augment, batch_size, seed, device, progress)
-    result = {
-        "checkpoint": str(checkpoint),
-        "instances": str(instances),
-        "problem": problem,
-        "num_instances": len(inst),
-        "num_loc": inst.num_loc,
-        "num_starts": num_starts or inst.num_loc,
-        "num_augment": num_augment,
-        "mean_length": float(lengths.mean()),
-        "time_per_instance_ms": 1000.0 * seconds / len(inst),
-        "total_seconds": seconds,
-        "device": device,
-        "valid_tours": True,  # solve() raised otherwise
-    }
-    if ref is not None:
-        result.update(reference=str(reference), reference_solver=ref.solver,
-                      reference_mean_length=float(ref.lengths.mean()),
-                      reference_optimal_fraction=float(ref.optimal.mean()),
-                      mean_gap_percent=mean_gap(lengths, ref.lengths))
-    if render:
-        rows = {"policy": (tours, lengths)}
+    optimum_of = None
+    if optima:
+        from ho_co.problems.tsplib import read_optima
+
+        optimum_of = read_optima(optima)
+    rows = []
+    for path in files:
+        inst = load_instances(path, problem=problem)
+        _check_policy_takes(cfg, inst, path)
+        ref = None
+        if reference:
+            ref = load_references(Path(reference) / f"{path.stem}.npz" if len(files) > 1 else reference, inst)
+        elif optimum_of is not None:
+            ref = _optimum_reference(optimum_of, inst, path, optima)
+        tours, lengths, seconds = decode(policy, env, inst, num_starts, num_augment, batch_size, seed,
+                                         device, progress and len(files) == 1)
+        row = {
+            "checkpoint": str(checkpoint), "instances": str(path), "problem": problem,
+            "name": inst.name or path.stem, "edge_weight_type": inst.edge_weight_type,
+            "num_instances": len(inst), "num_loc": inst.num_loc, "num_starts": num_starts or inst.num_loc,
+            "num_augment": num_augment, "mean_length": float(lengths.mean()),
+            "time_per_instance_ms": 1000.0 * seconds / len(inst), "total_seconds": seconds,
+            "device": device, "valid_tours": True,  # decode() raised otherwise
+        }
         if ref is not None:
-            rows[ref.solver] = (ref.tours, ref.lengths)
-        result["render"] = str(render_tours(inst, rows, render, render_count))
+            row.update(reference=str(reference or optima), reference_solver=ref.solver,
+                       reference_mean_length=float(ref.lengths.mean()),
+                       reference_optimal_fraction=float(ref.optimal.mean()),
+                       mean_gap_percent=float(gaps(lengths, ref.lengths).mean()))
+        if out:
+            dest = Path(out) / f"{path.stem}.npz" if len(files) > 1 else Path(out)
+            References(tours, lengths, np.zeros(len(inst), bool), np.full(len(inst), "policy"),
+                       f"policy:{Path(checkpoint).name}", inst.digest).save(dest)
+            row["out"] = str(dest)
+        if render:
+            drawn = {"policy": (tours, lengths)}
+            if ref is not None and ref.tours is not None:
+                drawn[ref.solver] = (ref.tours, ref.lengths)
+            row["render"] = str(render_tours(inst, drawn, render, render_count))
+        rows.append(row)
+    result = rows[0] if len(rows) == 1 else {"files": rows, **_means(rows)}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The per-file Markdown table of a several-file `evaluate` result, with the mean."""
+    lines = ["| name | N | type | optimum | length | gap % | ms |", "|---|---|---|---|---|---|---|"]
+    for r in result["files"]:
+        ref = f"{r['reference_mean_length']:.6g}" if "reference_mean_length" in r else "-"
+        gap = f"{r['mean_gap_percent']:.2f}" if "mean_gap_percent" in r else "-"
+        lines.append(f"| {r['name']} | {r['num_loc']} | {r['edge_weight_type'] or r['problem'].upper()} | {ref} "
+                     f"| {r['mean_length']:.6g} | {gap} | {r['time_per_instance_ms']:.1f} |")
+    gap = f"{result['mean_gap_percent']:.2f}" if "mean_gap_percent" in result else "-"
+    lines.append(f"| mean ({len(result['files'])} files) | | | | | {gap} | {result['time_per_instance_ms']:.1f} |")
+    return "\n".join(lines)
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[str, float]:
+    means = {"time_per_instance_ms": float(np.mean([r["time_per_instance_ms"] for r in rows]))}
+    if all("mean_gap_percent" in r for r in rows):
+        means["mean_gap_percent"] = float(np.mean([r["mean_gap_percent"] for r in rows]))
+    return means
+
+
+def _check_policy_takes(cfg, inst: Instances, path: Path) -> None:
+    """A file larger than MatNet's one-hot embedding is an error naming both numbers."""
+    from ho_co.routing.policies import check_one_hot_width
+
+    policy_cfg = {k: v for k, v in cfg["model"]["policy"].items() if k != "_target_"}
+    try:
+        check_one_hot_width(num_loc=inst.num_loc, **policy_cfg)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def _optimum_reference(optimum_of: dict[str, float], inst: Instances, path: Path, optima) -> References:
+    """The published optimum of one TSPLIB instance, as a reference without a tour."""
+    name = inst.name or path.stem
+    if len(inst) != 1 or name not in optimum_of:
+        raise ValueError(f"{optima}: no optimum listed for {name} ({path})")
+    return References(None, np.array([optimum_of[name]]), np.ones(1, bool), np.array(["published"]),
+                      "published optimum")

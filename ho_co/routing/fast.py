@@ -44,6 +44,8 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ho_co.problems.tours import tour_lengths
+
 # the rl4co whose decoder internals (cache layout, context and pointer modules, sampling rows) the
 # lean loop reproduces; another version may change them without an error, so it is refused
 RL4CO_VERSION = "0.7.0"
@@ -149,13 +151,6 @@ def pointer_step(
     if temperature != 1.0:  # x / 1 is x: one kernel less per step
         logits = logits / temperature
     return F.log_softmax(logits, dim=-1)
-
-
-def tour_lengths(cost_matrix: Tensor, tours: Tensor) -> Tensor:
-    """cost [B, N, N], tours [B, S, N] -> closed-tour lengths [B, S], without a copy per start."""
-    n = cost_matrix.size(-1)
-    edges = tours * n + torch.roll(tours, -1, dims=-1)  # flat index of (from, to)
-    return cost_matrix.flatten(1).gather(1, edges.flatten(1)).view_as(tours).sum(-1)
 
 
 def per_start_rows(x: Tensor) -> Tensor:

@@ -129,12 +129,13 @@ def _architecture(ho: Mapping[str, Any] | None) -> tuple | None:
             ho.get("mode", "scratch"))
 
 
-def check_size(name: str, num_loc: int, embed_dim: int, init_embedding_mode: str = "RandomOneHot", **_) -> None:
+def check_one_hot_width(name: str, num_loc: int, embed_dim: int, init_embedding_mode: str = "RandomOneHot",
+                        **_) -> None:
     """MatNet's column embeddings are one-hot over the embedding dimensions: N <= embed_dim."""
     if name == "matnet" and init_embedding_mode == "RandomOneHot" and num_loc > embed_dim:
         raise ValueError(
-            f"MatNet's random one-hot embedding needs embed_dim >= num_loc; got embed_dim={embed_dim} "
-            f"for N={num_loc} (raise model.policy.embed_dim or use init_embedding_mode=Random)"
+            f"N={num_loc} nodes, but MatNet's random one-hot embedding takes at most embed_dim={embed_dim} "
+            "(raise model.policy.embed_dim or use init_embedding_mode=Random)"
         )
 
 

@@ -77,7 +77,7 @@ def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
     return out
 
 
-def comparison_table(evals: Mapping[str, str | Path], with_seed: bool = True) -> str:
+def comparison_table(evals: Mapping[str, str | Path], with_paper_rows: bool = True) -> str:
     """Markdown table: mean length, gap, ms/instance, augmentation, from `ho-co eval --json` files."""
     lines = [
         "| solver | mean length | gap % | augment | ms / instance | device |",
@@ -95,7 +95,7 @@ def comparison_table(evals: Mapping[str, str | Path], with_seed: bool = True) ->
         )
     if reference is not None:
         lines.insert(2, f"| {reference[0]} (reference) | {reference[1]:.4f} | 0.000 | - | - | - |")
-    if with_seed:
+    if with_paper_rows:
         lines += [f"| {name} | {length:.3f} | {gap:.3f} | - | - | - |" for name, length, gap in SEED_FIGURES]
     return "\n".join(lines)
 

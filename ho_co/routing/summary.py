@@ -34,18 +34,17 @@ class RunSummary(Callback):
         curve = next((c for c in trainer.callbacks if isinstance(c, LearningCurve)), None)
         if not trainer.is_global_zero or curve is None or not (curve.instances_path and curve.reference_path):
             return
-        from ho_co.routing.evaluate import load_reference, render_tours, solve
-        from ho_co.routing.instances import load_instances
-        from ho_co.solvers.tours import mean_gap
+        from ho_co.problems import load_instances, load_references, mean_gap
+        from ho_co.routing.evaluate import decode, render_tours
 
         env = pl_module.env
         inst = load_instances(curve.instances_path, problem=getattr(env, "problem", env.name),
                               num_loc=env.generator.num_loc)
-        ref = load_reference(curve.reference_path, inst)
+        ref = load_references(curve.reference_path, inst)
         decoded = {}
         for augment in (1, self.num_augment):
-            tours, lengths, seconds = solve(pl_module.policy, env, inst, num_augment=augment,
-                                            batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
+            tours, lengths, seconds = decode(pl_module.policy, env, inst, num_augment=augment,
+                                             batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
             decoded[augment] = tours, lengths, seconds
         checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         summary = {

@@ -86,14 +86,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from rl4co.utils.instantiators import instantiate_callbacks, instantiate_loggers
 
     from ho_co.routing.callbacks import LearningCurve, RankSeed, StoreConfig
-    from ho_co.routing.policies import check_size
+    from ho_co.routing.policies import check_one_hot_width
     from ho_co.routing.summary import RunSummary
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     env = instantiated("env", lambda: instantiate(cfg.env))
-    check_size(num_loc=env.generator.num_loc, **{k: v for k, v in cfg.model.policy.items() if k != "_target_"})
+    check_one_hot_width(num_loc=env.generator.num_loc, **{k: v for k, v in cfg.model.policy.items() if k != "_target_"})
 
     callbacks = instantiated("callbacks", lambda: instantiate_callbacks(cfg.get("callbacks")))
     callbacks += [RankSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]

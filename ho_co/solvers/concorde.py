@@ -7,12 +7,14 @@ Backends, first found wins:
 2. a plain ``pyconcorde`` install (``from concorde.tsp import TSPSolver``);
 3. a ``concorde`` executable on PATH (Kool et al. style: ``concorde -x -o tour.sol file.tsp``).
 
-Concorde works on integers (EUC_2D rounds each edge to the nearest integer), so instances are
-scaled so the largest coordinate extent (or cost) is ``SCALE`` = 1e7 units. The returned tour is
-optimal for the rounded instance; its exact float length, recomputed by the caller, is then
-within ``N * extent / SCALE`` of the float optimum (5e-6 for TSP-50 in the unit square), in
-practice far less. ATSP matrices get a smaller scale (about 1e6 for rl4co's ATSP-50), because
-the 2N-node transformation's largest weight must stay below ``CAP``. Concorde is free for
+Concorde solves the cost matrix it is given, as an explicit integer matrix. An integer matrix
+(TSPLIB's metrics: EUC_2D's rounding, ATT, GEO, ...) goes in as it is, so the tour is optimal in
+that metric and the published optimum comes back. A float matrix is scaled so its largest entry
+is ``SCALE`` = 1e7 units and rounded: the tour is optimal for the rounded instance, and its
+exact float length, recomputed by the caller, is within ``N * max cost / SCALE`` of the float
+optimum (1e-5 for TSP-50 in the unit square), in practice far less. ATSP matrices get a
+smaller scale where needed (about 1e6 for rl4co's ATSP-50), because the 2N-node
+transformation's largest weight must stay below ``CAP``. Concorde is free for
 academic research use only.
 
 The C code prints to both streams and writes files into the current directory, so every call
@@ -34,7 +36,7 @@ import numpy as np
 
 from ho_co.solvers.heuristics import nearest_neighbour, tour_cost
 from ho_co.solvers.quiet import silenced_in_tempdir
-from ho_co.solvers.tours import Solution
+from ho_co.solvers.solution import Solution, integer_costs
 
 SCALE = 1e7  # integer units per coordinate extent / largest cost
 CAP = 1e8  # largest weight in the ATSP transformation (the binding crashed at 1e9 here)
@@ -98,34 +100,29 @@ def _load_tsp_solver_class():
 # --------------------------------------------------------------------------- solving
 
 
-def solve(cost_matrix: np.ndarray, locs: np.ndarray | None = None,
-          time_limit: float | None = None) -> Solution:
-    """An optimal tour of one instance: TSP from ``locs`` [N, 2] (EUC_2D) when given, else from
-    ``cost_matrix`` [N, N] (explicit; asymmetric matrices go through the ATSP transformation)."""
+def solve(cost_matrix: np.ndarray, time_limit: float | None = None) -> Solution:
+    """An optimal tour of one instance ``cost_matrix`` [N, N] (asymmetric matrices go through
+    the ATSP transformation)."""
     if not available():
         raise RuntimeError(INSTALL_HINT)
     n = cost_matrix.shape[0]
     if n >= MIN_NODES:
         try:
-            tour, optimal = solve_concorde(cost_matrix, locs, time_limit)
+            tour, optimal = solve_concorde(cost_matrix, time_limit)
             return Solution(tour, optimal, "concorde")
         except ConcordeFailed:
             pass
     from ho_co.solvers import exact
 
-    return exact.solve(cost_matrix, locs, time_limit)
+    return exact.solve(cost_matrix, time_limit)
 
 
-def solve_concorde(cost_matrix, locs=None, time_limit=None) -> tuple[np.ndarray, bool]:
+def solve_concorde(cost_matrix, time_limit=None) -> tuple[np.ndarray, bool]:
     """Concorde alone, no fallback; raises ConcordeFailed when its answer cannot be used."""
     cost_matrix = np.asarray(cost_matrix, dtype=np.float64)
     n = cost_matrix.shape[0]
-    if locs is not None:
-        tsplib = _euc2d_tsplib(np.asarray(locs, dtype=np.float64))
-        tour, optimal = _run(tsplib, n, time_limit)
-    elif np.allclose(cost_matrix, cost_matrix.T, rtol=0, atol=1e-12):
-        tour, optimal = _run(_explicit_tsplib(_to_int(cost_matrix, SCALE / _max(cost_matrix))), n,
-                             time_limit)
+    if np.allclose(cost_matrix, cost_matrix.T, rtol=0, atol=1e-12):
+        tour, optimal = _run(_explicit_tsplib(integer_costs(cost_matrix, SCALE)), n, time_limit)
     else:
         sym = atsp_to_symmetric(cost_matrix)
         tour2, optimal = _run(_explicit_tsplib(sym), 2 * n, time_limit)
@@ -147,7 +144,8 @@ def atsp_to_symmetric(cost_matrix: np.ndarray) -> np.ndarray:
     ub = max(float(tour_cost(cost_matrix, ub_tour)), 1e-12)
     # INF = (N + 1) * M stays below 2**30, so Concorde's int arithmetic cannot overflow.
     scale = min(SCALE / _max(cost_matrix), (CAP / (n + 1) - 1) / ub)
-    c = _to_int(cost_matrix, scale)
+    integral = np.array_equal(cost_matrix, np.rint(cost_matrix))
+    c = np.rint(cost_matrix * (1.0 if integral and scale >= 1 else scale)).astype(np.int64)
     big_m = int(tour_cost(c, ub_tour)) + 1  # above the optimal tour's cost
     inf = (n + 1) * big_m
     sym = np.full((2 * n, 2 * n), inf, dtype=np.int64)
@@ -204,25 +202,10 @@ def _run_executable(workdir: Path, time_limit: float | None) -> tuple[np.ndarray
     return numbers[1:1 + numbers[0]], "Optimal Solution" in proc.stdout
 
 
-def _euc2d_tsplib(locs: np.ndarray) -> str:
-    extent = max(float(np.ptp(locs, axis=0).max()), 1e-12)
-    pts = (locs - locs.min(axis=0)) * (SCALE / extent)
-    lines = [f"{i + 1} {x:.4f} {y:.4f}" for i, (x, y) in enumerate(pts)]
-    return _tsplib_header(len(locs), "EUC_2D") + "NODE_COORD_SECTION\n" + "\n".join(lines) + "\nEOF\n"
-
-
 def _explicit_tsplib(matrix: np.ndarray) -> str:
     rows = "\n".join(" ".join(map(str, row)) for row in matrix.tolist())
-    return (_tsplib_header(len(matrix), "EXPLICIT") + "EDGE_WEIGHT_FORMAT: FULL_MATRIX\n"
-            "EDGE_WEIGHT_SECTION\n" + rows + "\nEOF\n")
-
-
-def _tsplib_header(n: int, weight_type: str) -> str:
-    return f"NAME: inst\nTYPE: TSP\nDIMENSION: {n}\nEDGE_WEIGHT_TYPE: {weight_type}\n"
-
-
-def _to_int(cost_matrix: np.ndarray, scale: float) -> np.ndarray:
-    return np.rint(cost_matrix * scale).astype(np.int64)
+    return (f"NAME: inst\nTYPE: TSP\nDIMENSION: {len(matrix)}\nEDGE_WEIGHT_TYPE: EXPLICIT\n"
+            "EDGE_WEIGHT_FORMAT: FULL_MATRIX\nEDGE_WEIGHT_SECTION\n" + rows + "\nEOF\n")
 
 
 def _max(cost_matrix: np.ndarray) -> float:

@@ -10,73 +10,29 @@
   started again with the same instances and solver skips what is there.
 - Cache: the result file records the SHA-256 of the instance arrays, the solver and the time
   limit; asking again for the same returns the file's content without solving anything.
-- Lengths are recomputed here in float64 (`tours.tour_lengths`) and every tour is checked to be
-  a permutation, whatever the solver's own arithmetic was.
+- Every instance is solved on its cost matrix, the instances' own metric (TSPLIB's rounding
+  included); lengths are recomputed here in float64 (`problems.tours.tour_lengths`) and every
+  tour is checked to be a permutation, whatever the solver's own arithmetic was.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
 
+from ho_co.problems.instances import Instances, validate
+from ho_co.problems.references import References
+from ho_co.problems.tours import check_tours, tour_lengths
 from ho_co.solvers.registry import get_solver
-from ho_co.solvers.tours import check_tours, tour_lengths
 
 CHUNK_MAX = 16  # instances per task: coarse enough to amortize pickling, fine enough to resume
-
-
-@dataclass
-class References:
-    """A solver's tours for a batch; ``optimal[b]`` says whether tour b was proven optimal."""
-
-    tours: np.ndarray  # int64 [B, N]
-    lengths: np.ndarray  # float64 [B]
-    optimal: np.ndarray  # bool [B]
-    method: np.ndarray  # str [B]: what produced each tour (e.g. 'exact' where Concorde fell back)
-    solver: str
-    instances_hash: str
-    time_limit: float  # NaN when none
-
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, tours=self.tours, lengths=self.lengths, optimal=self.optimal,
-                 method=self.method.astype(str), solver=np.str_(self.solver),
-                 instances_hash=np.str_(self.instances_hash), time_limit=np.float64(self.time_limit))
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> References:
-        path = Path(path)
-        keys = ("tours", "lengths", "optimal", "method", "solver", "instances_hash", "time_limit")
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in keys if k not in data.files]
-            if missing:
-                raise ValueError(f"{path}: not a references file (missing {', '.join(missing)})")
-            return cls(tours=data["tours"], lengths=data["lengths"], optimal=data["optimal"],
-                       method=data["method"], solver=str(data["solver"]),
-                       instances_hash=str(data["instances_hash"]),
-                       time_limit=float(data["time_limit"]))
-
-
-def instances_hash(locs=None, cost_matrix=None) -> str:
-    """SHA-256 of the instance array (key, dtype, shape and bytes)."""
-    key, arr = ("locs", locs) if locs is not None else ("cost_matrix", cost_matrix)
-    arr = np.ascontiguousarray(arr)
-    h = hashlib.sha256(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 def default_out(solver: str, digest: str, time_limit: float | None) -> Path:
@@ -86,22 +42,20 @@ def default_out(solver: str, digest: str, time_limit: float | None) -> Path:
     return root / "references" / f"{solver}{limit}-{digest[:20]}.npz"
 
 
-def solve_instances(solver: str, *, locs=None, cost_matrix=None, out=None, workers: int = 1,
+def solve_instances(solver: str, instances: Instances, *, out=None, workers: int = 1,
                     time_limit: float | None = None, progress: bool = True) -> References:
-    """Tours for every instance of ``locs`` [B, N, 2] (TSP) or ``cost_matrix`` [B, N, N].
+    """Tours for every instance, each solved on its cost matrix (the instances' own metric).
 
     Results are written to ``out`` (default: a cache file named by solver and instance hash),
     which doubles as the cache: the same request again returns it without solving.
     """
-    if (locs is None) == (cost_matrix is None):
-        raise ValueError("solve_instances needs exactly one of locs= (TSP) or cost_matrix=")
     spec = get_solver(solver)  # unknown or not installed: a clear error before any work
-    arr = np.asarray(locs if locs is not None else cost_matrix)
-    _check_arrays(arr, "locs" if locs is not None else "cost_matrix")
+    cost = instances.cost_matrix
+    validate(cost, "cost_matrix", "solve_instances")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    size, n = arr.shape[:2]
-    digest = instances_hash(locs, cost_matrix)
+    size, n = cost.shape[:2]
+    digest = instances.digest
     out = Path(out) if out is not None else default_out(solver, digest, time_limit)
     limit = float("nan") if time_limit is None else float(time_limit)
 
@@ -120,35 +74,18 @@ def solve_instances(solver: str, *, locs=None, cost_matrix=None, out=None, worke
         _say(progress, f"{partial}: resuming, {len(done)}/{size} instances already solved")
     todo = [b for b in range(size) if b not in done]
     if todo:
-        _run_workers(spec.target, arr, locs is not None, todo, time_limit, workers, partial,
-                     header, done, progress, solver)
+        _run_workers(spec.target, cost, todo, time_limit, workers, partial, header, done, progress,
+                     solver)
 
     tours = np.stack([done[b][0] for b in range(size)])
     check_tours(tours, n)
-    lengths = tour_lengths(tours, locs=locs) if locs is not None else \
-        tour_lengths(tours, cost_matrix=cost_matrix)
-    refs = References(tours=tours, lengths=lengths,
+    refs = References(tours=tours, lengths=tour_lengths(cost, tours),
                       optimal=np.array([done[b][1] for b in range(size)], dtype=bool),
                       method=np.array([done[b][2] for b in range(size)], dtype=str),
                       solver=solver, instances_hash=digest, time_limit=limit)
     refs.save(out)
     partial.unlink(missing_ok=True)
     return refs
-
-
-def _check_arrays(arr: np.ndarray, key: str) -> None:
-    """The shape and value checks every solver relies on (files are checked on loading too)."""
-    width = 2 if key == "locs" else (arr.shape[1] if arr.ndim == 3 else -1)
-    if arr.ndim != 3 or arr.shape[2] != width or arr.shape[1] < 3 or arr.shape[0] < 1:
-        shape = "[B, N, 2]" if key == "locs" else "[B, N, N]"
-        raise ValueError(f"{key} must have shape {shape} with B >= 1 and N >= 3, "
-                         f"got {list(arr.shape)}")
-    bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
-    if key == "cost_matrix":
-        bad |= (arr < 0).reshape(len(arr), -1).any(axis=1)
-    if bad.any():
-        raise ValueError(f"{key} of instance {np.flatnonzero(bad)[0]} has NaN, inf"
-                         f"{' or negative' if key == 'cost_matrix' else ''} values")
 
 
 def _cached(out: Path, digest: str, solver: str, limit: float) -> References | None:
@@ -186,7 +123,7 @@ def _read_partial(partial: Path, header: dict, n: int) -> dict:
     return done
 
 
-def _run_workers(target, arr, is_locs, todo, time_limit, workers, partial, header, done,
+def _run_workers(target, cost, todo, time_limit, workers, partial, header, done,
                  progress, solver) -> None:
     if not done or not partial.exists():
         partial.parent.mkdir(parents=True, exist_ok=True)
@@ -196,8 +133,7 @@ def _run_workers(target, arr, is_locs, todo, time_limit, workers, partial, heade
     bar = _progress_bar(progress, f"{solver}", len(done) + len(todo), len(done))
     with open(partial, "a") as log, ProcessPoolExecutor(
             max_workers=min(workers, len(chunks)), mp_context=_context()) as pool:
-        pending = {pool.submit(_solve_chunk, target, [(b, arr[b]) for b in c], is_locs,
-                               time_limit) for c in chunks}
+        pending = {pool.submit(_solve_chunk, target, [(b, cost[b]) for b in c], time_limit) for c in chunks}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -231,19 +167,16 @@ def _context():
     return ctx
 
 
-def _solve_chunk(target: str, items, is_locs: bool, time_limit):
+def _solve_chunk(target: str, items, time_limit):
     """Runs in a worker: solve a few instances with the solver function ``target``."""
     module, _, attr = target.partition(":")
     import importlib
 
     fn = getattr(importlib.import_module(module), attr)
     results = []
-    for b, x in items:
-        x = np.asarray(x, dtype=np.float64)
-        locs = x if is_locs else None
-        cost = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)) if is_locs else x
+    for b, cost in items:
         try:
-            sol = fn(cost, locs, time_limit)
+            sol = fn(cost, time_limit)
         except Exception as err:
             raise RuntimeError(f"{target} failed on instance {b}: {type(err).__name__}: {err}") from err
         results.append((b, np.asarray(sol.tour, dtype=np.int64), bool(sol.optimal), str(sol.method)))

@@ -17,26 +17,19 @@ import time
 
 import numpy as np
 
-from ho_co.solvers.tours import Solution
+from ho_co.solvers.solution import Solution
 
 
-def solve(cost_matrix, locs=None, time_limit: float | None = None) -> Solution:
-    """A proven-optimal tour of one instance (``locs`` [N, 2] give float64 Euclidean costs)."""
-    c = _costs(cost_matrix, locs)
-    symmetric = locs is not None or np.array_equal(c, c.T)
+def solve(cost_matrix, time_limit: float | None = None) -> Solution:
+    """A proven-optimal tour of one instance."""
+    c = np.asarray(cost_matrix, dtype=np.float64)
+    symmetric = np.array_equal(c, c.T)
     tour = _solve_dfj(c, symmetric, time_limit)
     if tour is None:  # time limit hit before one tour was proven: a heuristic tour, not optimal
         from ho_co.solvers.heuristics import farthest_insertion
 
         return Solution(farthest_insertion(c), False, "exact")
     return Solution(tour, True, "exact")
-
-
-def _costs(cost_matrix, locs) -> np.ndarray:
-    if locs is not None:
-        locs = np.asarray(locs, dtype=np.float64)
-        return np.sqrt(((locs[:, None, :] - locs[None, :, :]) ** 2).sum(-1))
-    return np.asarray(cost_matrix, dtype=np.float64)
 
 
 def _solve_dfj(c: np.ndarray, symmetric: bool, time_limit: float | None) -> np.ndarray | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ho_co.solvers.tours import Solution
+from ho_co.solvers.solution import Solution
 
 
 def tour_cost(cost_matrix: np.ndarray, tour: np.ndarray) -> float:
@@ -51,9 +51,9 @@ def farthest_insertion(cost_matrix: np.ndarray) -> np.ndarray:
     return np.asarray(tour, dtype=np.int64)
 
 
-def solve_nearest(cost_matrix, locs=None, time_limit=None) -> Solution:
+def solve_nearest(cost_matrix, time_limit=None) -> Solution:
     return Solution(nearest_neighbour(np.asarray(cost_matrix, dtype=np.float64)), False, "nearest")
 
 
-def solve_insertion(cost_matrix, locs=None, time_limit=None) -> Solution:
+def solve_insertion(cost_matrix, time_limit=None) -> Solution:
     return Solution(farthest_insertion(cost_matrix), False, "insertion")

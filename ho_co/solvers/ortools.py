@@ -1,5 +1,5 @@
 """OR-Tools routing with guided local search (pip install ortools): the baseline used in the
-learned-solver literature. Costs are scaled to integers (largest entry ``SCALE``); guided local
+learned-solver literature. Costs are integers (`solution.integer_costs`, largest entry at most ``SCALE``); guided local
 search runs until ``time_limit`` (default ``DEFAULT_TIME_LIMIT`` seconds per instance).
 
 Never import highspy in the same process: ortools 9.15 and highspy 1.15 clash. `solve_instances`
@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ho_co.solvers.tours import Solution
+from ho_co.solvers.solution import Solution, integer_costs
 
 SCALE = 1e6
 DEFAULT_TIME_LIMIT = 1.0
 
 
-def solve(cost_matrix, locs=None, time_limit=None) -> Solution:
+def solve(cost_matrix, time_limit=None) -> Solution:
     from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
-    c = np.asarray(cost_matrix, dtype=np.float64)
-    if locs is not None:
-        locs = np.asarray(locs, dtype=np.float64)
-        c = np.sqrt(((locs[:, None, :] - locs[None, :, :]) ** 2).sum(-1))
-    ints = np.rint(c * (SCALE / max(float(c.max()), 1e-12))).astype(np.int64).tolist()
+    ints = integer_costs(cost_matrix, SCALE).tolist()
     n = len(ints)
     manager = pywrapcp.RoutingIndexManager(n, 1, 0)
     routing = pywrapcp.RoutingModel(manager)

@@ -18,7 +18,7 @@ class SolverUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class SolverSpec:
     name: str
-    target: str  # "module:function", called as f(cost_matrix, locs=None, time_limit=None)
+    target: str  # "module:function", called as f(cost_matrix [N, N], time_limit=None)
     proves_optimality: bool
     packages: tuple[str, ...]  # import names that must be findable
     install: str  # what to do when they are not

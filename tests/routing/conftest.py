@@ -3,31 +3,13 @@ smoke checkpoint reused by the eval tests (training is the slow part)."""
 
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
 import pytest
 import torch
 
-from ho_co.routing.instances import generate_atsp, generate_tsp, save_instances
-from ho_co.solvers.tours import tour_lengths
+from brute_force import brute_force_reference
+from ho_co.problems import generate_atsp, generate_tsp, load_instances, save_instances
 
 N = 7  # brute force: 6! = 720 tours per instance
-
-
-def brute_force_reference(path, cost_matrix: np.ndarray) -> np.ndarray:
-    """Optimal tours by enumeration (node 0 first), written in `ho-co solve`'s format."""
-    n = cost_matrix.shape[1]
-    perms = np.array([(0, *p) for p in itertools.permutations(range(1, n))])
-    best_tours, best = [], []
-    for cm in cost_matrix:
-        lengths = cm[perms, np.roll(perms, -1, axis=1)].sum(1)
-        best_tours.append(perms[lengths.argmin()])
-        best.append(lengths.min())
-    tours = np.stack(best_tours)
-    lengths = tour_lengths(tours, cost_matrix=cost_matrix)
-    np.savez(path, tours=tours, lengths=lengths, optimal=np.ones(len(tours), bool), solver="brute-force")
-    return lengths
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +17,7 @@ def tsp_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("tsp")
     locs = generate_tsp(N, 12, seed=3)
     inst = save_instances(d / "tsp.npz", locs=locs)
-    diff = locs[:, :, None] - locs[:, None]
-    ref = brute_force_reference(d / "ref.npz", np.sqrt((diff.astype(np.float64) ** 2).sum(-1)))
+    ref = brute_force_reference(d / "ref.npz", load_instances(inst))
     return inst, d / "ref.npz", ref
 
 
@@ -45,7 +26,7 @@ def atsp_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("atsp")
     cost = generate_atsp(N, 6, seed=4)
     inst = save_instances(d / "atsp.npz", cost_matrix=cost)
-    brute_force_reference(d / "ref.npz", cost.astype(np.float64))
+    brute_force_reference(d / "ref.npz", load_instances(inst))
     return inst, d / "ref.npz"
 
 

@@ -142,7 +142,7 @@ def test_rl4co_trainer_trains_the_fast_policy_like_the_plain_one():
 def test_config_switch_and_eval_decode(tmp_path):
     from hydra.utils import instantiate
 
-    from ho_co.routing.evaluate import decode
+    from ho_co.routing.evaluate import decode_batch
     from ho_co.routing.train import compose
 
     cfg = compose(["experiment=smoke"])
@@ -155,9 +155,9 @@ def test_config_switch_and_eval_decode(tmp_path):
     plain.load_state_dict(policy.state_dict())
     env, td = instances("tsp", batch=3)
     torch.manual_seed(4)
-    tours_fast = decode(policy, env, td.clone(), num_augment=2)
+    tours_fast = decode_batch(policy, env, td.clone())
     torch.manual_seed(4)
-    tours_plain = decode(plain, env, td.clone(), num_augment=2)
+    tours_plain = decode_batch(plain, env, td.clone())
     assert torch.equal(tours_fast, tours_plain)
     with pytest.raises(ValueError, match="'atsp' env"):
         build_policy("am", embed_dim=16, num_encoder_layers=1, num_heads=2, fast=True)

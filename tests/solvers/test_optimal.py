@@ -10,12 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from ho_co.routing.instances import generate_atsp, generate_tsp
+from ho_co.problems.instances import distance_matrix, generate_atsp, generate_tsp
 from ho_co.solvers import concorde, exact
 from ho_co.solvers.quiet import silenced_in_tempdir
-from ho_co.solvers.tours import check_tours
+from ho_co.problems.tours import check_tours
 
-from brute_force import brute_force_length, euclidean
+from brute_force import brute_force_length
 
 
 def _length(cost, tour):
@@ -25,10 +25,10 @@ def _length(cost, tour):
 @pytest.mark.parametrize("n", [3, 4, 5, 7, 8])
 def test_tsp_small_matches_brute_force(n):
     for locs in generate_tsp(n, 3, seed=n).astype(np.float64):
-        cost = euclidean(locs)
+        cost = distance_matrix(locs)
         best = brute_force_length(cost)
         for solve in (concorde.solve, exact.solve):
-            sol = solve(cost, locs)
+            sol = solve(cost)
             check_tours(sol.tour[None], n)
             assert sol.optimal
             assert _length(cost, sol.tour) == pytest.approx(best, rel=1e-9, abs=1e-12)
@@ -48,10 +48,10 @@ def test_concorde_and_exact_agree_on_tsp():
     sets = [generate_tsp(12, 4, seed=0), generate_tsp(50, 2, seed=1)]
     for batch in sets:
         for locs in batch.astype(np.float64):
-            cost = euclidean(locs)
-            a, b = concorde.solve(cost, locs), exact.solve(cost, locs)
+            cost = distance_matrix(locs)
+            a, b = concorde.solve(cost), exact.solve(cost)
             assert a.method == "concorde" and a.optimal and b.optimal
-            # Concorde is optimal on coordinates scaled to 1e7 and rounded per edge
+            # Concorde is optimal on the matrix scaled to 1e7 and rounded per edge
             assert _length(cost, a.tour) == pytest.approx(_length(cost, b.tour), rel=1e-6)
 
 
@@ -65,8 +65,8 @@ def test_atsp_transformation_agrees_with_directed_mip():
 
 def test_symmetric_explicit_matrix_uses_concorde():
     locs = generate_tsp(10, 1, seed=4)[0].astype(np.float64)
-    cost = euclidean(locs)
-    a = concorde.solve(cost)  # no locs: EXPLICIT matrix, not the ATSP transformation
+    cost = distance_matrix(locs)
+    a = concorde.solve(cost)  # EXPLICIT matrix, not the ATSP transformation
     assert a.method == "concorde"
     assert _length(cost, a.tour) == pytest.approx(brute_force_length(cost), rel=1e-6)
 
@@ -86,9 +86,9 @@ def test_concorde_failure_falls_back_to_exact(monkeypatch):
 
     monkeypatch.setattr(concorde, "_run", broken)
     locs = generate_tsp(7, 1, seed=2)[0].astype(np.float64)
-    sol = concorde.solve(euclidean(locs), locs)
+    sol = concorde.solve(distance_matrix(locs))
     assert sol.method == "exact" and sol.optimal
-    assert _length(euclidean(locs), sol.tour) == pytest.approx(brute_force_length(euclidean(locs)))
+    assert _length(distance_matrix(locs), sol.tour) == pytest.approx(brute_force_length(distance_matrix(locs)))
 
 
 def test_concorde_is_silent_and_leaves_no_files(capfd, tmp_path, monkeypatch):
@@ -104,7 +104,7 @@ def test_concorde_is_silent_and_leaves_no_files(capfd, tmp_path, monkeypatch):
         seen.append(captured.text)
 
     monkeypatch.setattr(concorde, "silenced_in_tempdir", spy)
-    concorde.solve(euclidean(locs), locs)
+    concorde.solve(distance_matrix(locs))
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
     assert "Optimal" in seen[0]  # Concorde did talk; it went to the log, not the terminal
@@ -125,6 +125,6 @@ def test_silencing_catches_buffered_c_output(capfd):
 
 def test_exact_time_limit_returns_valid_unproven_tour():
     locs = generate_tsp(60, 1, seed=9)[0].astype(np.float64)
-    sol = exact.solve(euclidean(locs), locs, time_limit=1e-4)
+    sol = exact.solve(distance_matrix(locs), time_limit=1e-4)
     check_tours(sol.tour[None], 60)
     assert not sol.optimal

@@ -1,45 +1,34 @@
-"""Tour arithmetic shared by the solvers and the learned-solver evaluator.
+"""Tour arithmetic shared by the solvers, the evaluator and the fast training loop.
 
-Lengths are always recomputed here, in float64, from the instance itself: a solver's own
-objective value may be rounded (Concorde, LKH and OR-Tools work on integers), so it is never
-used as the length of a tour.
+Lengths are always recomputed from the instance's cost matrix: a solver's own objective value
+may be rounded or scaled (Concorde, LKH and OR-Tools work on integers), and a policy's reward is
+measured on a normalised copy, so neither is used as the length of a tour.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 
-class Solution(NamedTuple):
-    """One solver's answer for one instance (every solver function returns this)."""
+def tour_lengths(cost_matrix, tours):
+    """Lengths [B, ...] of closed tours [B, ..., N] (the last node returns to the first) on
+    ``cost_matrix`` [B, N, N] (entry [i, j] is the cost of going from i to j, so ATSP direction
+    is respected).
 
-    tour: np.ndarray  # int64 [N], a permutation of 0..N-1
-    optimal: bool  # proven optimal by the solver
-    method: str  # what produced the tour (e.g. 'exact' when Concorde fell back)
-
-
-def tour_lengths(tours, cost_matrix=None, locs=None) -> np.ndarray:
-    """Lengths float64 [B] of closed tours int [B, N] (the last node returns to the first).
-
-    Give ``locs`` [B, N, 2] (Euclidean, computed in float64) or ``cost_matrix`` [B, N, N]
-    (entry [i, j] is the cost of going from i to j, so ATSP direction is respected).
+    numpy in, float64 out (checked: integer tours of the matrix's B and N); torch tensors stay
+    on their device and dtype, without a copy of the matrix per start ([B, S, N] tours).
     """
-    tours = _as_int_array(tours)
-    if (cost_matrix is None) == (locs is None):
-        raise ValueError("tour_lengths needs exactly one of cost_matrix= or locs=")
-    nxt = np.roll(tours, -1, axis=1)
-    if locs is not None:
-        locs = np.asarray(locs, dtype=np.float64)
-        _match(tours, locs.shape[:2], "locs")
-        pts = np.take_along_axis(locs, tours[..., None], axis=1)
-        nxt_pts = np.take_along_axis(locs, nxt[..., None], axis=1)
-        return np.sqrt(((nxt_pts - pts) ** 2).sum(-1)).sum(-1)
-    cost_matrix = np.asarray(cost_matrix)
-    _match(tours, cost_matrix.shape[:2], "cost_matrix")
-    rows = np.arange(tours.shape[0])[:, None]
-    return cost_matrix[rows, tours, nxt].astype(np.float64).sum(-1)
+    is_torch = hasattr(tours, "gather")
+    if not is_torch:
+        tours, cost_matrix = _as_int_array(tours), np.asarray(cost_matrix)
+        if cost_matrix.ndim != 3 or tours.shape[0] != cost_matrix.shape[0] or tours.shape[-1] != cost_matrix.shape[1]:
+            raise ValueError(f"tours {list(tours.shape)} do not match cost_matrix {list(cost_matrix.shape)}")
+    nxt = tours.roll(-1, -1) if is_torch else np.roll(tours, -1, -1)
+    edges = (tours * tours.shape[-1] + nxt).reshape(tours.shape[0], -1)  # flat index of (from, to)
+    flat = cost_matrix.reshape(cost_matrix.shape[0], -1)
+    if is_torch:
+        return flat.gather(1, edges).view(tours.shape).sum(-1)
+    return np.take_along_axis(flat, edges, 1).astype(np.float64).reshape(tours.shape).sum(-1)
 
 
 def check_tours(tours, num_loc: int) -> None:
@@ -80,13 +69,8 @@ def mean_gap(lengths, ref_lengths) -> float:
 
 def _as_int_array(tours) -> np.ndarray:
     tours = np.asarray(tours)
-    if tours.ndim != 2 or tours.shape[1] < 1:
+    if tours.ndim < 2 or tours.shape[-1] < 1:
         raise ValueError(f"tours must have shape [B, N], got {list(tours.shape)}")
     if not np.issubdtype(tours.dtype, np.integer):
         raise ValueError(f"tours must be integers, got dtype {tours.dtype}")
     return tours.astype(np.int64, copy=False)
-
-
-def _match(tours: np.ndarray, shape, key: str) -> None:
-    if tuple(tours.shape) != tuple(shape):
-        raise ValueError(f"tours {list(tours.shape)} do not match {key} [B, N] = {list(shape)}")

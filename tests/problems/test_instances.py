@@ -1,5 +1,5 @@
-"""Instance generation and files: deterministic sets, round trips, TSPLIB, and every bad input
-rejected with the file and the problem named."""
+"""Instance generation and files: deterministic sets, round trips, and every bad input rejected
+with the file and the problem named (TSPLIB files: test_tsplib.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ho_co.routing.instances import (Instances, generate_atsp, generate_tsp, load_instances,
+from ho_co.problems.instances import (Instances, generate_atsp, generate_tsp, load_instances,
                                      save_instances)
 
 
@@ -65,21 +65,6 @@ def test_symmetric_cost_matrix_can_be_read_as_tsp(tmp_path):
     assert inst.problem == "tsp" and inst.locs is None
 
 
-def test_tsplib_euc2d_and_explicit(tmp_path):
-    (tmp_path / "sq.tsp").write_text(
-        "NAME: sq\nTYPE: TSP\nDIMENSION: 4\nEDGE_WEIGHT_TYPE: EUC_2D\nNODE_COORD_SECTION\n"
-        "1 0 0\n2 3 0\n3 3 4\n4 0 4\nEOF\n")
-    inst = load_instances(tmp_path / "sq.tsp")
-    assert inst.problem == "tsp" and inst.locs.shape == (1, 4, 2)
-    assert inst.cost_matrix[0, 0, 2] == pytest.approx(5.0)
-
-    (tmp_path / "m.atsp").write_text(
-        "NAME: m\nTYPE: ATSP\nDIMENSION: 3\nEDGE_WEIGHT_TYPE: EXPLICIT\n"
-        "EDGE_WEIGHT_FORMAT: FULL_MATRIX\nEDGE_WEIGHT_SECTION\n9999 1 2\n3 9999 4\n5 6 9999\nEOF\n")
-    inst = load_instances(tmp_path / "m.atsp", problem="atsp", num_loc=3)
-    np.testing.assert_array_equal(inst.cost_matrix[0], [[0, 1, 2], [3, 0, 4], [5, 6, 0]])
-
-
 def _npz(tmp_path, **arrays):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -125,17 +110,6 @@ def test_mismatches_are_errors(tmp_path):
     (tmp_path / "x.csv").write_text("1,2")
     with pytest.raises(ValueError, match="unknown instance format"):
         load_instances(tmp_path / "x.csv")
-
-
-def test_bad_tsplib_files(tmp_path):
-    (tmp_path / "geo.tsp").write_text(
-        "NAME: g\nTYPE: TSP\nDIMENSION: 3\nEDGE_WEIGHT_TYPE: GEO\nNODE_COORD_SECTION\n"
-        "1 0 0\n2 1 0\n3 1 1\nEOF\n")
-    with pytest.raises(ValueError, match="geo.tsp: EDGE_WEIGHT_TYPE GEO"):
-        load_instances(tmp_path / "geo.tsp")
-    (tmp_path / "cvrp.tsp").write_text("NAME: c\nTYPE: CVRP\nDIMENSION: 3\nEOF\n")
-    with pytest.raises(ValueError, match="cvrp.tsp: TSPLIB TYPE CVRP"):
-        load_instances(tmp_path / "cvrp.tsp")
 
 
 def test_save_validates(tmp_path):

@@ -5,27 +5,47 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ho_co.solvers.tours import check_tours, gaps, mean_gap, tour_lengths
+import torch
+
+from ho_co.problems import check_tours, distance_matrix, gaps, mean_gap, tour_lengths
 
 SQUARE = np.array([[[0, 0], [1, 0], [1, 1], [0, 1]]], dtype=np.float32)
 
 
-def test_lengths_of_closed_tours_from_locs_and_matrix():
-    assert tour_lengths([[0, 1, 2, 3]], locs=SQUARE)[0] == pytest.approx(4.0)
-    assert tour_lengths([[0, 2, 1, 3]], locs=SQUARE)[0] == pytest.approx(2 + 2 * np.sqrt(2))
+def test_lengths_of_closed_tours_on_distances_and_matrices():
+    square = distance_matrix(SQUARE)
+    assert tour_lengths(square, [[0, 1, 2, 3]])[0] == pytest.approx(4.0)
+    assert tour_lengths(square, [[0, 2, 1, 3]])[0] == pytest.approx(2 + 2 * np.sqrt(2))
     cost = np.array([[[0, 1, 10], [10, 0, 2], [3, 10, 0]]], dtype=np.float32)
-    out = tour_lengths(np.array([[0, 1, 2]]), cost_matrix=cost)
+    out = tour_lengths(cost, np.array([[0, 1, 2]]))
     assert out.dtype == np.float64 and out[0] == 6.0  # 0->1->2->0
-    assert tour_lengths(np.array([[0, 2, 1]]), cost_matrix=cost)[0] == 30.0  # direction counts
+    assert tour_lengths(cost, np.array([[0, 2, 1]]))[0] == 30.0  # direction counts
+
+
+def test_torch_lengths_per_start_equal_numpy():
+    cost = np.random.default_rng(0).random((3, 6, 6))
+    tours = np.stack([np.stack([np.random.default_rng(b * 4 + s).permutation(6) for s in range(4)])
+                      for b in range(3)])  # [B, S, N]
+    got = tour_lengths(torch.as_tensor(cost), torch.as_tensor(tours))
+    assert isinstance(got, torch.Tensor) and got.shape == (3, 4)
+    for s in range(4):
+        np.testing.assert_allclose(got[:, s].numpy(), tour_lengths(cost, tours[:, s]), rtol=1e-12)
+
+
+def test_distance_matrix_numpy_and_torch_agree():
+    locs = np.random.default_rng(1).random((2, 5, 2))
+    d = distance_matrix(locs)
+    assert d[1, 2, 4] == pytest.approx(np.linalg.norm(locs[1, 2] - locs[1, 4]))
+    assert np.all(np.diagonal(d, axis1=1, axis2=2) == 0) and np.allclose(d, d.transpose(0, 2, 1))
+    np.testing.assert_allclose(distance_matrix(torch.as_tensor(locs)).numpy(), d, rtol=1e-12)
 
 
 def test_lengths_reject_mismatched_input():
-    with pytest.raises(ValueError, match="exactly one"):
-        tour_lengths([[0, 1, 2]])
+    square = distance_matrix(SQUARE)
     with pytest.raises(ValueError, match="do not match"):
-        tour_lengths([[0, 1, 2]], locs=SQUARE)
+        tour_lengths(square, [[0, 1, 2]])
     with pytest.raises(ValueError, match="integers"):
-        tour_lengths([[0.0, 1.0, 2.0, 3.0]], locs=SQUARE)
+        tour_lengths(square, [[0.0, 1.0, 2.0, 3.0]])
 
 
 def test_check_tours_names_first_bad_instance():

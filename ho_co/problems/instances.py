@@ -1,16 +1,19 @@
-"""Instance files for routing problems: deterministic generators, `.npz` and TSPLIB in, validated.
+"""Instance sets for routing problems: deterministic generators, `.npz` and TSPLIB in, validated.
 
-Every path that feeds a model or a reference solver goes through `load_instances`, so a broken
-file fails here, once, with a message naming the file and the problem, instead of producing a
-silently wrong gap later.
+Every path that feeds a learned policy or a reference solver goes through `load_instances`, so
+a broken file fails here, once, with a message naming the file and the problem, instead of
+producing a silently wrong gap later.
 
 Conventions (shared with rl4co's own datasets):
 - TSP: ``locs`` float [B, N, 2]; the cost matrix is the exact (float) Euclidean distance.
 - ATSP: ``cost_matrix`` float [B, N, N] with a zero diagonal.
+- TSPLIB files (`ho_co.problems.tsplib`): one instance each, its cost matrix in the file's own
+  metric (EDGE_WEIGHT_TYPE), coordinates kept where the file has them in the plane.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +27,17 @@ PROBLEMS = ("tsp", "atsp")
 class Instances:
     """A validated batch of instances of one problem and one size.
 
-    For TSP, ``cost_matrix`` is filled from ``locs`` (float Euclidean distances, the dtype of
-    ``locs``): [B, N, N] costs N/2 times the memory of ``locs`` (400 MB for 10,000 TSP-100).
+    ``cost_matrix`` is what every tour is measured on. For generated TSP it is filled from
+    ``locs`` in float64 (exact Euclidean); [B, N, N] costs 4 N times the memory of float32
+    ``locs`` (800 MB for 10,000 TSP-100). ``edge_weight_type`` is TSPLIB's name of the metric
+    (None for `.npz` sets); ``name`` is a TSPLIB file's name without its suffix.
     """
 
     problem: str
     locs: np.ndarray | None = None
     cost_matrix: np.ndarray | None = None
+    name: str | None = None
+    edge_weight_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.problem not in PROBLEMS:
@@ -40,7 +47,7 @@ class Instances:
         if self.problem == "atsp" and self.locs is not None:
             raise ValueError("ATSP instances are given by cost_matrix only, not locs")
         if self.cost_matrix is None:
-            self.cost_matrix = euclidean_matrix(self.locs)
+            self.cost_matrix = distance_matrix(np.asarray(self.locs, dtype=np.float64))
 
     @property
     def num_loc(self) -> int:
@@ -49,12 +56,31 @@ class Instances:
     def __len__(self) -> int:
         return int(self.cost_matrix.shape[0])
 
+    @property
+    def digest(self) -> str:
+        """SHA-256 naming these instances: of ``locs`` where they define the costs, else of the
+        cost matrix (TSPLIB's metrics, ATSP)."""
+        if self.locs is not None and self.edge_weight_type is None:
+            return array_digest("locs", self.locs)
+        return array_digest("cost_matrix", self.cost_matrix)
 
-def euclidean_matrix(locs: np.ndarray) -> np.ndarray:
-    """Pairwise Euclidean distances [B, N, N] of ``locs`` [B, N, 2], in the dtype of ``locs``."""
-    locs = np.asarray(locs)
-    diff = locs[:, :, None, :] - locs[:, None, :, :]
-    return np.sqrt((diff * diff).sum(-1))
+
+def distance_matrix(locs):
+    """Pairwise Euclidean distances [..., N, N] of points [..., N, 2], in their dtype.
+
+    Works on numpy arrays and torch tensors alike (the env calls it on the batch's device), and
+    gives exact zeros on the diagonal.
+    """
+    diff = locs[..., :, None, :] - locs[..., None, :, :]
+    return (diff * diff).sum(-1) ** 0.5
+
+
+def array_digest(key: str, arr) -> str:
+    """SHA-256 of an instance array (key, dtype, shape and bytes)."""
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- generators
@@ -67,7 +93,7 @@ def generate_tsp(num_loc: int, size: int, seed: int) -> np.ndarray:
     Kool et al.'s ``generate_data.py`` (which calls ``np.random.seed(seed)`` before each set),
     so ``generate_tsp(50, 10_000, 1234)`` regenerates their TSP-50 test set (as float32).
     """
-    _check_size(num_loc, size)
+    _check_set_shape(num_loc, size)
     rng = np.random.RandomState(seed)
     return rng.uniform(size=(size, num_loc, 2)).astype(np.float32)
 
@@ -78,7 +104,7 @@ def generate_atsp(num_loc: int, size: int, seed: int) -> np.ndarray:
 
     The global torch RNG is forked, so calling this does not disturb a training run's seed.
     """
-    _check_size(num_loc, size)
+    _check_set_shape(num_loc, size)
     import torch
     from rl4co.envs.routing.atsp.generator import ATSPGenerator
 
@@ -88,7 +114,7 @@ def generate_atsp(num_loc: int, size: int, seed: int) -> np.ndarray:
     return td["cost_matrix"].numpy().astype(np.float32)
 
 
-def _check_size(num_loc: int, size: int) -> None:
+def _check_set_shape(num_loc: int, size: int) -> None:
     if int(num_loc) < 3:
         raise ValueError(f"num_loc must be at least 3, got {num_loc}")
     if int(size) < 1:
@@ -98,12 +124,20 @@ def _check_size(num_loc: int, size: int) -> None:
 # --------------------------------------------------------------------------- files
 
 
-def save_instances(path: str | os.PathLike, *, locs=None, cost_matrix=None) -> Path:
-    """Write instances to ``path`` (.npz): ``locs`` for TSP or ``cost_matrix`` for ATSP.
+def write_npz(path: str | os.PathLike, **arrays) -> Path:
+    """Write ``arrays`` to ``path`` so the file appears whole or not at all (a temporary file
+    renamed into place): an interrupted write never leaves a half file a later run would trust."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
 
-    The arrays are validated first (same rules as loading), and the file appears atomically, so
-    an interrupted write never leaves a half file that a later run would trust.
-    """
+
+def save_instances(path: str | os.PathLike, *, locs=None, cost_matrix=None) -> Path:
+    """Write instances to ``path`` (.npz): ``locs`` for TSP or ``cost_matrix`` for ATSP,
+    validated first (the same rules as loading)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"{path}: instance files are written as .npz")
@@ -111,19 +145,15 @@ def save_instances(path: str | os.PathLike, *, locs=None, cost_matrix=None) -> P
         raise ValueError(f"{path}: give exactly one of locs= (TSP) or cost_matrix= (ATSP)")
     key, arr = ("locs", locs) if locs is not None else ("cost_matrix", cost_matrix)
     arr = np.asarray(arr)
-    _validate(arr, key, f"{path} (save_instances)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{key: arr})
-    os.replace(tmp, path)
-    return path
+    validate(arr, key, f"{path} (save_instances)")
+    return write_npz(path, **{key: arr})
 
 
 def load_instances(
     path: str | os.PathLike, problem: str | None = None, num_loc: int | None = None
 ) -> Instances:
     """Read and validate an instance file: ``.npz`` (keys ``locs`` or ``cost_matrix``) or a
-    TSPLIB ``.tsp``/``.atsp`` file (one instance; EUC_2D or EXPLICIT weights).
+    TSPLIB ``.tsp``/``.atsp`` file (one instance, in the file's own metric).
 
     ``problem`` and ``num_loc``, when given, must match the file: a mismatch is an error, not a
     conversion. A ``cost_matrix`` file is ATSP unless ``problem='tsp'`` is asked for, in which
@@ -136,8 +166,10 @@ def load_instances(
         raise FileNotFoundError(f"{path}: no such instance file")
     if path.suffix == ".npz":
         inst = _load_npz(path, problem)
-    elif path.suffix.lower() in (".tsp", ".atsp", ".tsplib"):
-        inst = _load_tsplib(path)
+    elif path.suffix.lower() in TSPLIB_SUFFIXES:
+        from ho_co.problems.tsplib import read_tsplib
+
+        inst = read_tsplib(path)
     else:
         raise ValueError(f"{path}: unknown instance format (use .npz, or TSPLIB .tsp/.atsp)")
     if problem is not None and inst.problem != problem:
@@ -145,6 +177,25 @@ def load_instances(
     if num_loc is not None and inst.num_loc != int(num_loc):
         raise ValueError(f"{path}: instances have N={inst.num_loc} nodes, expected num_loc={num_loc}")
     return inst
+
+
+TSPLIB_SUFFIXES = (".tsp", ".atsp", ".tsplib")
+
+
+def instance_files(paths) -> list[Path]:
+    """The instance files named by ``paths``: files as given, directories expanded to their
+    TSPLIB and `.npz` files (sorted); a directory with none is an error."""
+    files = []
+    for p in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir()
+                           if f.is_file() and (f.suffix.lower() in TSPLIB_SUFFIXES or f.suffix == ".npz"))
+            if not found:
+                raise FileNotFoundError(f"{p}: directory holds no instance files (.tsp, .atsp, .npz)")
+            files += found
+        else:
+            files.append(p)
+    return files
 
 
 def _load_npz(path: Path, problem: str | None) -> Instances:
@@ -155,11 +206,11 @@ def _load_npz(path: Path, problem: str | None) -> Instances:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from err
     if "locs" in arrays:
         locs = arrays["locs"]
-        _validate(locs, "locs", str(path))
+        validate(locs, "locs", str(path))
         return Instances("tsp", locs=locs)
     if "cost_matrix" in arrays:
         cost = arrays["cost_matrix"]
-        _validate(cost, "cost_matrix", str(path))
+        validate(cost, "cost_matrix", str(path))
         if problem == "tsp":
             bad = np.flatnonzero(~np.isclose(cost, cost.transpose(0, 2, 1), rtol=1e-5, atol=1e-8)
                                  .all(axis=(1, 2)))
@@ -172,36 +223,10 @@ def _load_npz(path: Path, problem: str | None) -> Instances:
                      f"keys found: {sorted(arrays) or 'none'}")
 
 
-def _load_tsplib(path: Path) -> Instances:
-    try:
-        import tsplib95
-    except ImportError as err:
-        raise ValueError(f"{path}: reading TSPLIB files needs tsplib95: pip install tsplib95") from err
-
-    try:
-        prob = tsplib95.load(path)
-    except Exception as err:  # tsplib95 raises many kinds of parse errors
-        raise ValueError(f"{path}: not a readable TSPLIB file ({type(err).__name__}: {err})") from err
-    kind, wtype = (prob.type or "").upper(), (prob.edge_weight_type or "").upper()
-    if kind not in ("TSP", "ATSP"):
-        raise ValueError(f"{path}: TSPLIB TYPE {kind or 'missing'} is not TSP or ATSP")
-    nodes = list(prob.get_nodes())
-    if wtype == "EUC_2D" and kind == "TSP":
-        # exact float distances, not TSPLIB's rounded ones: the same metric as generated sets.
-        locs = np.array([prob.node_coords[n] for n in nodes], dtype=np.float64)[None]
-        _validate(locs, "locs", str(path))
-        return Instances("tsp", locs=locs)
-    if wtype == "EXPLICIT":
-        cost = np.array([[0.0 if i == j else prob.get_weight(i, j) for j in nodes] for i in nodes],
-                        dtype=np.float64)[None]
-        _validate(cost, "cost_matrix", str(path))
-        return Instances(kind.lower(), cost_matrix=cost)
-    raise ValueError(f"{path}: EDGE_WEIGHT_TYPE {wtype or 'missing'} for {kind} is not supported "
-                     "(use EUC_2D for TSP, or EXPLICIT)")
-
-
-def _validate(arr: np.ndarray, key: str, where: str) -> None:
-    """Shape, dtype, finiteness and sign checks; the message names the first bad instance."""
+def validate(arr: np.ndarray, key: str, where: str) -> None:
+    """The shape, dtype, finiteness and sign checks every model and solver relies on; the
+    message names ``where`` (a file, or the caller) and the first bad instance."""
+    arr = np.asarray(arr)
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"{where}: {key} must be a real numeric array, got dtype {arr.dtype}")
     if key == "locs":
