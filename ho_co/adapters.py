@@ -138,14 +138,14 @@ def apply_quanta(
     """Wrap the chosen linear layers in QuanTALinear and freeze everything but the gates T.
 
     dims: input factorization for every chosen layer; None factorizes each layer's own size
-    (`n_axes` axes, default 3). quanta_kwargs: `out_dims`, `n_axes`, `dropout` of QuanTALinear.
+    (the official 4-axis split, or `n_axes` balanced axes). quanta_kwargs: `out_dims`, `n_axes`, `dropout` of QuanTALinear.
     Every chosen layer is checked before any is changed: a bad dims raises ValueError naming
     the module, and the model is left as it was.
     """
     unknown = sorted(set(quanta_kwargs) - set(QUANTA_OPTIONS))
     if unknown:
         raise TypeError(f"apply_quanta got unknown options {unknown}; known: {list(QUANTA_OPTIONS)}")
-    out_dims, n_axes = quanta_kwargs.get("out_dims"), quanta_kwargs.get("n_axes", 3)
+    out_dims, n_axes = quanta_kwargs.get("out_dims"), quanta_kwargs.get("n_axes")
 
     report = _replace_checked(
         model,

@@ -256,7 +256,7 @@ def test_gpt2_conv1d_round_trip(tmp_path):
     base_logits = model(ids).logits
     report = apply_quanta(model, ["c_attn", "mlp.c_proj"])
     assert len(report.replaced) == 4 and {e.old_type for e in report.replaced} == {"Conv1D"}
-    assert model.transformer.h[0].attn.c_attn.out_dims == (6, 4, 4)  # 32 -> 96, non-square
+    assert model.transformer.h[0].attn.c_attn.out_dims == (6, 4, 2, 2)  # 32 -> 96, non-square
     torch.testing.assert_close(model(ids).logits, base_logits, rtol=0, atol=1e-5)
 
     randomize(model)
