@@ -141,6 +141,12 @@ def test_apply_holinear_bad_input():
         apply_holinear(tiny(), "up", order=2, train="some")
     with pytest.raises(ValueError, match=r"layers\.0\.q_proj.*order 17 exceeds in_features 16"):
         apply_holinear(tiny(), "q_proj", order=17)
+    with pytest.raises(ValueError, match=r"order must be an integer >= 1, got 0"):
+        apply_holinear(tiny(), "q_proj", order=0)
+    model = tiny()
+    with pytest.raises(ValueError, match="exceeds in_features"):
+        apply_holinear(model, ["down", "up"], order=24)  # down (32 in) fits, up (16 in) does not
+    assert not any(isinstance(m, HOLinear) for m in model.modules())
 
 
 def test_save_load_round_trip_quanta(tmp_path):

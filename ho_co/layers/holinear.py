@@ -60,7 +60,7 @@ class HOLinear(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        if not isinstance(order, int) or order < 1:
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
             raise ValueError(f"HOLinear order must be an integer >= 1, got {order!r}")
         if order > in_features:
             raise ValueError(

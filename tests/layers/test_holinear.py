@@ -169,7 +169,7 @@ def test_any_leading_shape_and_compile():
     torch.testing.assert_close(compiled(x), y)
 
 
-@pytest.mark.parametrize("order", [0, -1, 11, 2.0])
+@pytest.mark.parametrize("order", [0, -1, 11, 2.0, True])
 def test_bad_order_raises(order):
     with pytest.raises(ValueError, match="order"):
         HOLinear(10, 4, order=order)
