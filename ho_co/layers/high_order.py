@@ -158,6 +158,8 @@ def high_order(z: Tensor, scale: Tensor | None = None, bias: Tensor | None = Non
     private_z: nothing but this call reads z after backward, so the fused backward may write
     the gradient into z's memory (HOLinear's planes are its own).
     """
-    if _can_fuse(z):
+    if not _can_fuse(z):
+        return high_order_eager(z, scale, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, scale, bias)):
         return _Fused.apply(z, scale, bias, private_z)
-    return high_order_eager(z, scale, bias)
+    return fused_kernel().high_order_forward(z, scale, bias)  # inference: no autograd node

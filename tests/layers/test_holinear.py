@@ -264,3 +264,17 @@ def test_without_a_compiler_the_layer_falls_back_to_torch_ops(monkeypatch):
         assert torch.isfinite(layer.ho_scale.grad).all()
     finally:
         high_order.fused_kernel.cache_clear()
+
+
+@needs_compiler
+def test_fused_inference_matches_training_forward():
+    torch.manual_seed(9)
+    layer = HOLinear.from_linear(nn.Linear(10, 6), order=3)
+    with torch.no_grad():
+        layer.ho_scale.uniform_()
+    x = torch.randn(4, 10)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.grad_fn is None
+    torch.testing.assert_close(y, layer(x).detach(), rtol=0, atol=0)
+    torch.testing.assert_close(y, high_order.high_order_eager(layer.chunk_products(x), layer.ho_scale, layer.bias))
