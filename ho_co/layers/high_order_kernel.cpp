@@ -97,13 +97,19 @@ void backward_rows(const scalar_t* g, const scalar_t* z, const acc_t* __restrict
       const acc_t* __restrict__ b = suffix + k * C;
       const acc_t* __restrict__ zk = zs + k * C;
       scalar_t* __restrict__ out = grad_z + k * plane + r * C;
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t others = prefix[c] + b[c] + prefix[c] * b[c];
-        const acc_t d = HasScale ? acc_t(1) + scale[c] * others : acc_t(1) + others;
-        out[c] = static_cast<scalar_t>(gr[c] * d);
-        prefix[c] = prefix[c] + zk[c] * (acc_t(1) + prefix[c]);
-        if (HasScale) f[c] += zk[c];
+      if (HasScale) {
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t others = prefix[c] + b[c] + prefix[c] * b[c];
+          out[c] = static_cast<scalar_t>(gr[c] * (acc_t(1) + scale[c] * others));
+        }
+        for (int64_t c = 0; c < C; ++c) f[c] += zk[c];
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t others = prefix[c] + b[c] + prefix[c] * b[c];
+          out[c] = static_cast<scalar_t>(gr[c] * (acc_t(1) + others));
+        }
       }
+      for (int64_t c = 0; c < C; ++c) prefix[c] = prefix[c] + zk[c] * (acc_t(1) + prefix[c]);
     }
     if (HasScale && scale_sums) {  // prefix now holds P
       for (int64_t c = 0; c < C; ++c) scale_sums[c] += gr[c] * (prefix[c] - f[c]);
