@@ -2,7 +2,7 @@
 // and one backward, instead of the several passes that eager torch needs.
 //
 // For each output element (z_1..z_K at the same row and column):
-//   P = prod_k (1 + z_k) - 1, accumulated as P <- P + z_k (1 + P) (no 1 + z - 1 cancellation),
+//   P = prod_k (1 + z_k) - 1, accumulated as P <- (P + z_k) + P z_k (no 1 + z - 1 cancellation),
 //   F = sum_k z_k (the first order),
 //   y = P + b                       (no scale: the paper's operator)
 //   y = F + s (P - F) + b           (scale s: the learnable high-order strength)
@@ -43,7 +43,7 @@ void forward_rows(const scalar_t* z, const acc_t* __restrict__ scale, const acc_
       const scalar_t* __restrict__ zk = z0 + k * plane;
       for (int64_t c = 0; c < C; ++c) {
         const acc_t v = static_cast<acc_t>(zk[c]);
-        p[c] = p[c] + v * (acc_t(1) + p[c]);
+        p[c] = (p[c] + v) + p[c] * v;  // the same rounding steps as the torch ops
         if (HasScale) f[c] += v;
       }
     }
@@ -87,7 +87,7 @@ void backward_rows(const scalar_t* g, const scalar_t* z, const acc_t* __restrict
       const acc_t* __restrict__ next = suffix + (k + 1) * C;
       const acc_t* __restrict__ zn = zs + (k + 1) * C;
       acc_t* __restrict__ cur = suffix + k * C;
-      for (int64_t c = 0; c < C; ++c) cur[c] = next[c] + zn[c] * (acc_t(1) + next[c]);
+      for (int64_t c = 0; c < C; ++c) cur[c] = (next[c] + zn[c]) + next[c] * zn[c];
     }
     for (int64_t c = 0; c < C; ++c) {
       prefix[c] = acc_t(0);
@@ -109,7 +109,7 @@ void backward_rows(const scalar_t* g, const scalar_t* z, const acc_t* __restrict
           out[c] = static_cast<scalar_t>(gr[c] * (acc_t(1) + others));
         }
       }
-      for (int64_t c = 0; c < C; ++c) prefix[c] = prefix[c] + zk[c] * (acc_t(1) + prefix[c]);
+      for (int64_t c = 0; c < C; ++c) prefix[c] = (prefix[c] + zk[c]) + prefix[c] * zk[c];
     }
     if (HasScale && scale_sums) {  // prefix now holds P
       for (int64_t c = 0; c < C; ++c) scale_sums[c] += gr[c] * (prefix[c] - f[c]);
