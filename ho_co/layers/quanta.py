@@ -38,9 +38,9 @@ Cost. As in the official code, S is folded into the base weight once, W0 - S (a 
 is a separate tensor (one more matrix of the base's size and dtype per layer, not saved):
 `base_layer.weight` keeps W0's bits, so merge/unmerge and save/load see the unfolded layer.
 It is formed in float32 (the gates' dtype) and rounded once to the base dtype, and rebuilt
-when S or W0 change. Until T first moves away from its copy S, forward adds T(x) - T(x)
-detached, an exactly zero delta in any dtype, so the adapted layer starts bit for bit as the
-base layer. With dropout active (training, p > 0), S sees the dropped input like T, so it
+when S or W0 change. Until a gradient first reaches T (or anything writes to T or S), forward
+adds T(x) - T(x) detached, an exactly zero delta in any dtype, so the adapted layer starts bit
+for bit as the base layer. With dropout active (training, p > 0), S sees the dropped input like T, so it
 cannot be folded and runs as a circuit.
 """
 
@@ -228,6 +228,18 @@ class QuanTALinear(nn.Module):
                 nn.init.kaiming_uniform_(t.view(o_m * o_n, i_m * i_n), nonlinearity="linear")
                 s.copy_(t)
         self._initial_versions = self._gate_versions()
+        self._untrained = True
+
+    def _starts_as_base(self) -> bool:
+        """T is still its copy S: no gradient has reached T and nothing wrote to T or S since init.
+
+        Both are tracked, because a fused optimizer (AdamW(fused=True)) updates T in place
+        without touching its version counter.
+        """
+        return self._untrained and self._gate_versions() == self._initial_versions
+
+    def _gradient_reached_T(self, grad: Tensor) -> None:
+        self._untrained = False
 
     def _gate_versions(self) -> tuple[tuple[int, int], ...]:
         """Storage and version counter of T and S: a write (optimizer step, load, .to) changes them."""
@@ -263,9 +275,11 @@ class QuanTALinear(nn.Module):
         if self.merged:
             return self.base_layer(x)
         rows = self.dropout(x).reshape(-1, self.in_features)
-        if self._gate_versions() == self._initial_versions:
-            # T is still S: T(x) - S(x) is exactly zero, and T's gradient is that of T(x).
+        if self._starts_as_base():
+            # T(x) - S(x) is exactly zero, and T's gradient is that of T(x).
             t = self._circuit(rows.detach(), self.quanta_T)
+            if t.requires_grad:
+                t.register_hook(self._gradient_reached_T)
             y, delta = self.base_layer(x), t - t.detach()
         elif self.training and isinstance(self.dropout, nn.Dropout):
             y, delta = self.base_layer(x), self._circuit(rows, self.quanta_T) - self._circuit(rows, self.frozen_gates())

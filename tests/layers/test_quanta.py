@@ -306,3 +306,20 @@ def test_dropout_keeps_S_beside_T_while_training():
     torch.testing.assert_close(y, expected)
     layer.eval()  # no dropout: the folded path, same function as the definition
     torch.testing.assert_close(layer(x), unfolded(layer, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw_fused"])
+def test_first_step_leaves_the_initial_state_with_any_optimizer(optimizer):
+    """A fused AdamW moves T without bumping its version counter: the gradient marks the change."""
+    torch.manual_seed(12)
+    layer = QuanTALinear(nn.Linear(24, 24), dims=(2, 3, 4))
+    params = list(layer.quanta_T)
+    opt = torch.optim.SGD(params, lr=0.1) if optimizer == "sgd" else torch.optim.AdamW(params, lr=0.1, fused=True)
+    x = torch.randn(5, 24)
+    before = layer(x)
+    torch.testing.assert_close(before, layer.base_layer(x), rtol=0, atol=0)
+    before.pow(2).sum().backward()
+    opt.step()
+    after = layer(x)
+    assert (after - before).abs().max() > 1e-3
+    torch.testing.assert_close(after, unfolded(layer, x), rtol=1e-5, atol=1e-5)
