@@ -6,8 +6,9 @@
 
 Training step = forward + backward of one layer, the input requiring grad as it does in the
 middle of a network, after one optimizer step on the gates (T no longer equals S: the steady
-state, where S is folded into the base weight and each step runs the base matmul and T). LoRA is PEFT's (`pip install peft`), else a plain B @ A of the same
-rank; its rank r gives r * (in + out) parameters, the nearest to QuanTA's gate count.
+state, where S is folded into the base weight and each step runs the base matmul and T). LoRA is
+PEFT's (`pip install peft`), else a plain B @ A of the same rank; its rank r gives r * (in +
+out) parameters, the nearest to QuanTA's gate count.
 Merged inference = `merge_and_unload` output vs the base nn.Linear (both under no_grad):
 the ratio should be 1. The cases take turns (see `interleaved`), so the ratios hold on a
 shared machine better than the absolute times.

@@ -152,7 +152,9 @@ def _can_fuse(z: Tensor) -> bool:
     )
 
 
-def high_order(z: Tensor, scale: Tensor | None = None, bias: Tensor | None = None, *, private_z: bool = False) -> Tensor:
+def high_order(
+    z: Tensor, scale: Tensor | None = None, bias: Tensor | None = None, *, private_z: bool = False
+) -> Tensor:
     """The operator on planes z [K, ..., out]; scale and bias are [out] (or None).
 
     private_z: nothing but this call reads z after backward, so the fused backward may write

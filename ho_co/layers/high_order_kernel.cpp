@@ -210,7 +210,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> high_order_backward(
 
 TORCH_LIBRARY(ho_co_kernels, m) {
   m.def("high_order_forward(Tensor z, Tensor? scale, Tensor? bias) -> Tensor");
-  m.def("high_order_backward(Tensor grad, Tensor z, Tensor? scale, bool need_scale, bool need_bias, bool overwrite_z) -> (Tensor, Tensor, Tensor)");
+  m.def("high_order_backward(Tensor grad, Tensor z, Tensor? scale, bool need_scale, bool need_bias, "
+        "bool overwrite_z) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(ho_co_kernels, CPU, m) {

@@ -40,8 +40,8 @@ is a separate tensor (one more matrix of the base's size and dtype per layer, no
 It is formed in float32 (the gates' dtype) and rounded once to the base dtype, and rebuilt
 when S or W0 change. Until a gradient first reaches T (or anything writes to T or S), forward
 adds T(x) - T(x) detached, an exactly zero delta in any dtype, so the adapted layer starts bit
-for bit as the base layer. With dropout active (training, p > 0), S sees the dropped input like T, so it
-cannot be folded and runs as a circuit.
+for bit as the base layer. With dropout active (training, p > 0), S sees the dropped input
+like T, so it cannot be folded and runs as a circuit.
 """
 
 from __future__ import annotations
