@@ -1,12 +1,14 @@
 """QuanTA vs LoRA of equal trainable size, and merged QuanTA vs the base layer, side by side.
 
-    python benchmarks/quanta.py                        # 4096 x 4096, 8192 tokens, dims (16, 16, 16)
+    python benchmarks/quanta.py                        # 4096 x 4096, 8192 tokens, dims (16, 8, 8, 4)
     python benchmarks/quanta.py --features 1024 --tokens 2048 --dims 16,8,8 --device cuda
     python benchmarks/quanta.py --quick                # tiny shapes, to check the script runs
 
 Training step = forward + backward of one layer, the input requiring grad as it does in the
-middle of a network. LoRA is PEFT's (`pip install peft`), else a plain B @ A of the same
-rank; its rank r gives r * (in + out) parameters, the nearest to QuanTA's gate count.
+middle of a network, after one optimizer step on the gates (T no longer equals S: the steady
+state, where S is folded into the base weight and each step runs the base matmul and T). LoRA is
+PEFT's (`pip install peft`), else a plain B @ A of the same rank; its rank r gives r * (in +
+out) parameters, the nearest to QuanTA's gate count.
 Merged inference = `merge_and_unload` output vs the base nn.Linear (both under no_grad):
 the ratio should be 1. The cases take turns (see `interleaved`), so the ratios hold on a
 shared machine better than the absolute times.
@@ -95,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", type=int, default=4096)
     parser.add_argument("--tokens", type=int, default=8192)
-    parser.add_argument("--dims", default=None, help="QuanTA factorization of --features (default: 3 balanced axes)")
+    parser.add_argument("--dims", default=None, help="QuanTA factorization of --features (default: the official 4 axes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
     parser.add_argument("--rounds", type=int, default=5, help="timed runs per case (median reported)")
@@ -114,6 +116,8 @@ def main() -> None:
     quanta.load_state_dict(base.state_dict())
     apply_quanta(quanta, "proj", dims=dims)
     dims = quanta.proj.dims
+    quanta(torch.randn(4, args.features, device=device, dtype=dtype)).sum().backward()
+    torch.optim.SGD([p for p in quanta.parameters() if p.requires_grad], lr=1e-3).step()
     n_quanta = sum(p.numel() for p in quanta.parameters() if p.requires_grad)
     rank = max(1, round(n_quanta / (2 * args.features)))
     lora, lora_kind = lora_model(args.features, rank, device, dtype)
@@ -123,6 +127,9 @@ def main() -> None:
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(f"{args.features}x{args.features}, {args.tokens} tokens, {dtype}, {device}{threads}")
     print(f"QuanTA dims {dims}: {n_quanta:,d} trainable; LoRA ({lora_kind}) r={rank}: {n_lora:,d} trainable")
+    fold = quanta.proj.folded_weight()
+    print(f"fold W0 - S: {fold.numel() * fold.element_size() / 2**20:.1f} MiB per layer "
+          f"(the base weight's size; the gates take {n_quanta * 4 / 2**20:.1f} MiB)")
 
     merged = merge_and_unload(copy.deepcopy(quanta))
     t = interleaved(

@@ -138,14 +138,14 @@ def apply_quanta(
     """Wrap the chosen linear layers in QuanTALinear and freeze everything but the gates T.
 
     dims: input factorization for every chosen layer; None factorizes each layer's own size
-    (`n_axes` axes, default 3). quanta_kwargs: `out_dims`, `n_axes`, `dropout` of QuanTALinear.
+    (the official 4-axis split, or `n_axes` balanced axes). quanta_kwargs: `out_dims`, `n_axes`, `dropout` of QuanTALinear.
     Every chosen layer is checked before any is changed: a bad dims raises ValueError naming
     the module, and the model is left as it was.
     """
     unknown = sorted(set(quanta_kwargs) - set(QUANTA_OPTIONS))
     if unknown:
         raise TypeError(f"apply_quanta got unknown options {unknown}; known: {list(QUANTA_OPTIONS)}")
-    out_dims, n_axes = quanta_kwargs.get("out_dims"), quanta_kwargs.get("n_axes", 3)
+    out_dims, n_axes = quanta_kwargs.get("out_dims"), quanta_kwargs.get("n_axes")
 
     report = _replace_checked(
         model,
@@ -173,12 +173,9 @@ def apply_holinear(
     """
     if train not in TRAIN_MODES:
         raise ValueError(f"apply_holinear train must be one of {TRAIN_MODES}, got {train!r}")
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"apply_holinear order must be an integer >= 1, got {order!r}")
 
-    def check(n_in: int, n_out: int) -> None:
-        if order > n_in:
-            raise ValueError(f"order {order} exceeds in_features {n_in}")
+    def check(n_in: int, n_out: int) -> None:  # HOLinear's own checks, on a weightless layer
+        HOLinear(n_in, n_out, order=order, device="meta")
 
     def make(linear: nn.Linear) -> HOLinear:
         layer = HOLinear.from_linear(linear, order)
@@ -292,8 +289,8 @@ def _check_target(model: nn.Module, name: str, spec: dict[str, Any], file: Path)
     try:
         if spec["method"] == "quanta":
             quanta_dims(n_in, n_out, spec["dims"], spec["out_dims"])
-        elif spec["order"] > n_in:
-            raise ValueError(f"order {spec['order']} exceeds in_features {n_in}")
+        else:
+            HOLinear(n_in, n_out, order=spec["order"], device="meta")
     except ValueError as err:
         raise ValueError(f"{where} ({n_in}->{n_out}): {err}") from None
     return True

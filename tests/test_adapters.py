@@ -141,6 +141,12 @@ def test_apply_holinear_bad_input():
         apply_holinear(tiny(), "up", order=2, train="some")
     with pytest.raises(ValueError, match=r"layers\.0\.q_proj.*order 17 exceeds in_features 16"):
         apply_holinear(tiny(), "q_proj", order=17)
+    with pytest.raises(ValueError, match=r"order must be an integer >= 1, got 0"):
+        apply_holinear(tiny(), "q_proj", order=0)
+    model = tiny()
+    with pytest.raises(ValueError, match="exceeds in_features"):
+        apply_holinear(model, ["down", "up"], order=24)  # down (32 in) fits, up (16 in) does not
+    assert not any(isinstance(m, HOLinear) for m in model.modules())
 
 
 def test_save_load_round_trip_quanta(tmp_path):
@@ -256,7 +262,7 @@ def test_gpt2_conv1d_round_trip(tmp_path):
     base_logits = model(ids).logits
     report = apply_quanta(model, ["c_attn", "mlp.c_proj"])
     assert len(report.replaced) == 4 and {e.old_type for e in report.replaced} == {"Conv1D"}
-    assert model.transformer.h[0].attn.c_attn.out_dims == (6, 4, 4)  # 32 -> 96, non-square
+    assert model.transformer.h[0].attn.c_attn.out_dims == (6, 4, 2, 2)  # 32 -> 96, non-square
     torch.testing.assert_close(model(ids).logits, base_logits, rtol=0, atol=1e-5)
 
     randomize(model)

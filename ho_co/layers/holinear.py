@@ -21,61 +21,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ho_co.layers.high_order import high_order
+
 
 def chunk_sizes(in_features: int, order: int) -> list[int]:
     """Chunk sizes of `torch.tensor_split(x, order, dim=-1)`: the first ones larger by one."""
     base, extra = divmod(in_features, order)
     return [base + 1] * extra + [base] * (order - extra)
-
-
-class _ProductMinusOne(torch.autograd.Function):
-    """prod_k (1 + z_k) - 1 over the leading dim of z, with a memory-lean backward.
-
-    Autograd through the K-step recurrence would keep K intermediate planes on top of z;
-    this keeps z only and rebuilds the partial products in backward:
-    d/dz_k = prod_{i != k} (1 + z_i) = prefix_k * suffix_k (no division, so z_k = -1 is fine).
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(z: Tensor) -> Tensor:
-        return _accumulate(z[0], z[1:])
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (z,) = ctx.saved_tensors
-        # suffix_k = grad * prod_{i > k} (1 + z_i), built from the last k down.
-        suffix = [grad]
-        for k in range(z.shape[0] - 1, 0, -1):
-            suffix.append(torch.addcmul(suffix[-1], suffix[-1], z[k]))
-        suffix.reverse()
-        # grad_k = suffix_k * (1 + prefix_k), prefix_k = prod_{i < k} (1 + z_i) - 1.
-        grads = [suffix[0]]
-        prefix = z[0]
-        for k in range(1, z.shape[0]):
-            grads.append(torch.addcmul(suffix[k], suffix[k], prefix))
-            if k + 1 < z.shape[0]:
-                prefix = _accumulate(prefix, z[k : k + 1])
-        return torch.stack(grads)
-
-
-def _accumulate(p: Tensor, zs: Tensor) -> Tensor:
-    """P <- P + z (1 + P) for each z in zs: prod (1 + z) - 1 without (1 + z) - 1 cancellation."""
-    for z_k in zs:
-        p = torch.addcmul(p + z_k, p, z_k)
-    return p
-
-
-def product_minus_one(z: Tensor) -> Tensor:
-    """prod_k (1 + z[k]) - 1, reduced over dim 0, computed without cancellation."""
-    if z.shape[0] == 1:
-        return z[0]
-    return _ProductMinusOne.apply(z)
 
 
 class HOLinear(nn.Module):
@@ -108,7 +60,7 @@ class HOLinear(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        if not isinstance(order, int) or order < 1:
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
             raise ValueError(f"HOLinear order must be an integer >= 1, got {order!r}")
         if order > in_features:
             raise ValueError(
@@ -180,14 +132,7 @@ class HOLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.order == 1 and self.ho_scale is None:
             return F.linear(x, self.weight, self.bias)
-        z = self.chunk_products(x)
-        y = product_minus_one(z)
-        if self.ho_scale is not None:
-            first_order = z.sum(0)
-            y = first_order + self.ho_scale.to(y.dtype) * (y - first_order)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y
+        return high_order(self.chunk_products(x), self.ho_scale, self.bias, private_z=True)
 
     def extra_repr(self) -> str:
         return (

@@ -32,6 +32,16 @@ first N - 1 gates). Nothing is padded, so no parameter is wasted on zeros.
 
 The trainable gates `quanta_T.<i>` are parameters; the frozen copies `quanta_S.<i>` are
 buffers (saved with the state dict, never seen by an optimizer); the base layer is frozen.
+
+Cost. As in the official code, S is folded into the base weight once, W0 - S (a dense
+[out, in] matrix), so a training step runs the base matmul and the T circuit only. The fold
+is a separate tensor (one more matrix of the base's size and dtype per layer, not saved):
+`base_layer.weight` keeps W0's bits, so merge/unmerge and save/load see the unfolded layer.
+It is formed in float32 (the gates' dtype) and rounded once to the base dtype, and rebuilt
+when S or W0 change. Until a gradient first reaches T (or anything writes to T or S), forward
+adds T(x) - T(x) detached, an exactly zero delta in any dtype, so the adapted layer starts bit
+for bit as the base layer. With dropout active (training, p > 0), S sees the dropped input
+like T, so it cannot be folded and runs as a circuit.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 HALF = (torch.float16, torch.bfloat16)
@@ -69,6 +80,16 @@ def factorize(n: int, n_axes: int) -> tuple[int, ...]:
     return min(splits(n, n_axes, n), key=lambda t: (t[0], sum(f * f for f in t)))
 
 
+def official_dims(n: int) -> tuple[int, ...]:
+    """The default split, 4 axes as in the official runs: 4096 -> (16, 8, 8, 4).
+
+    The first axis as large as in a balanced 3-axis split, the rest split 3 ways:
+    4096 -> 16 x (8, 8, 4), 11008 -> 43 x (8, 8, 4), 768 -> 12 x (4, 4, 4).
+    """
+    first = factorize(n, 3)[0]
+    return (first, *factorize(n // first, 3))
+
+
 def _check_dims(dims: Sequence[int], features: int, what: str) -> tuple[int, ...]:
     dims = tuple(dims)
     if len(dims) < 2:
@@ -89,18 +110,23 @@ def quanta_dims(
     out_features: int,
     dims: Sequence[int] | None = None,
     out_dims: Sequence[int] | None = None,
-    n_axes: int = 3,
+    n_axes: int | None = None,
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Resolve (input dims, output dims) for a layer, checking them; ValueError names the numbers.
 
-    dims None: `factorize(in_features, n_axes)`. out_dims None: `dims` for a square layer,
-    else `factorize(out_features, len(dims))`.
+    dims None: `official_dims(in_features)`, or `factorize(in_features, n_axes)` when n_axes is
+    given. out_dims None: `dims` for a square layer, else the output size split the same way
+    (`official_dims`, or `factorize` into len(dims) axes when dims or n_axes were given).
     """
+    official = dims is None and n_axes is None
     if dims is None:
-        dims = factorize(in_features, n_axes)
+        dims = official_dims(in_features) if official else factorize(in_features, n_axes)
     dims = _check_dims(dims, in_features, "input")
     if out_dims is None:
-        out_dims = dims if out_features == in_features else factorize(out_features, len(dims))
+        if out_features == in_features:
+            out_dims = dims
+        else:
+            out_dims = official_dims(out_features) if official else factorize(out_features, len(dims))
     out_dims = _check_dims(out_dims, out_features, "output")
     if len(out_dims) != len(dims):
         raise ValueError(
@@ -132,21 +158,13 @@ def gate_shapes(dims: Sequence[int], out_dims: Sequence[int]) -> list[tuple[int,
 
 
 def _circuit_equations(n_axes: int) -> list[str]:
-    """einsum equations, one per gate, on [branch z, rows r, axis_0, ..., axis_{N-1}].
-
-    Branch z = 0 runs the gates T, z = 1 the gates S. The first gate broadcasts the input to
-    both branches; the last one sums them (its S branch is negated), giving T(x) - S(x)
-    without slicing (whose backward would allocate and fill a zero tensor of both branches).
-    """
+    """einsum equations, one per gate, on [rows r, axis_0, ..., axis_{N-1}]."""
     axes = [chr(ord("a") + i) for i in range(n_axes)]
-    pairs = gate_pairs(n_axes)
     equations = []
-    for index, (m, n) in enumerate(pairs):
+    for m, n in gate_pairs(n_axes):
         new = axes.copy()
         new[m], new[n] = "Y", "Z"
-        source = ("r" if index == 0 else "zr") + "".join(axes)
-        target = ("r" if index == len(pairs) - 1 else "zr") + "".join(new)
-        equations.append(f"{source},zYZ{axes[m]}{axes[n]}->{target}")
+        equations.append(f"r{''.join(axes)},YZ{axes[m]}{axes[n]}->r{''.join(new)}")
     return equations
 
 
@@ -155,7 +173,8 @@ class QuanTALinear(nn.Module):
 
     base_linear: the layer to adapt; it is kept as `base_layer` (PEFT's name) and frozen.
     dims / out_dims: factorizations of in_features / out_features (see `quanta_dims`).
-    n_axes: number of axes for the automatic factorization when `dims` is None.
+    n_axes: None for the official 4-axis split when `dims` is None (`official_dims`), or a
+    number of axes for a balanced split (`factorize`).
     dropout: dropout on the adapter's input, as LoRA's `lora_dropout`.
     """
 
@@ -164,7 +183,7 @@ class QuanTALinear(nn.Module):
         base_linear: nn.Linear,
         dims: Sequence[int] | None = None,
         out_dims: Sequence[int] | None = None,
-        n_axes: int = 3,
+        n_axes: int | None = None,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -186,6 +205,7 @@ class QuanTALinear(nn.Module):
             self.quanta_S.register_buffer(str(i), torch.empty(s, **factory))
         self._equations = _circuit_equations(len(self.dims))
         self.merged = False
+        self._fold: tuple[tuple, Tensor] | None = None  # (what it was built from, W0 - S)
         self.reset_parameters()
 
     # nn.Linear's attributes, for model code that reads them (e.g. `proj.weight.dtype`).
@@ -207,27 +227,64 @@ class QuanTALinear(nn.Module):
                 o_m, o_n, i_m, i_n = t.shape
                 nn.init.kaiming_uniform_(t.view(o_m * o_n, i_m * i_n), nonlinearity="linear")
                 s.copy_(t)
+        self._initial_versions = self._gate_versions()
+        self._untrained = True
 
-    def _circuit(self, rows: Tensor) -> Tensor:
-        """T(x) - S(x) for rows [R, in]: both circuits as one batched circuit (branch axis of size 2)."""
+    def _starts_as_base(self) -> bool:
+        """T is still its copy S: no gradient has reached T and nothing wrote to T or S since init.
+
+        Both are tracked, because a fused optimizer (AdamW(fused=True)) updates T in place
+        without touching its version counter.
+        """
+        return self._untrained and self._gate_versions() == self._initial_versions
+
+    def _gradient_reached_T(self, grad: Tensor) -> None:
+        self._untrained = False
+
+    def _gate_versions(self) -> tuple[tuple[int, int], ...]:
+        """Storage and version counter of T and S: a write (optimizer step, load, .to) changes them."""
+        return tuple((g.data_ptr(), g._version) for g in (*self.quanta_T, *self.frozen_gates()))
+
+    def _circuit(self, rows: Tensor, gates) -> Tensor:
+        """The circuit of `gates` on rows [R, in] -> [R, out]."""
         h = rows.reshape(-1, *self.dims)
-        last = len(self._equations) - 1
-        for index, (equation, t, s) in enumerate(zip(self._equations, self.quanta_T, self.frozen_gates())):
-            h = torch.einsum(equation, h, torch.stack((t, -s if index == last else s)).to(h.dtype))
+        for equation, gate in zip(self._equations, gates):
+            h = torch.einsum(equation, h, gate.to(h.dtype))
         return h.reshape(-1, self.out_features)
 
     def delta_weight(self) -> Tensor:
-        """The adapter as one [out, in] matrix, T - S (the circuit applied to the identity)."""
+        """The adapter as one [out, in] matrix, T - S (the circuits applied to the identity)."""
         eye = torch.eye(self.in_features, device=self.weight.device, dtype=self.quanta_T[0].dtype)
-        return self._circuit(eye).T
+        return (self._circuit(eye, self.quanta_T) - self._circuit(eye, self.frozen_gates())).T
+
+    @torch.no_grad()
+    def folded_weight(self) -> Tensor:
+        """W0 - S in the base dtype, formed in the gates' dtype; cached until S or W0 change."""
+        weight, frozen = self.base_layer.weight, self.frozen_gates()
+        key = (weight.data_ptr(), weight._version, weight.dtype, *((s.data_ptr(), s._version) for s in frozen))
+        if self._fold is None or self._fold[0] != key:
+            self._fold = None  # free the old one first
+            eye = torch.eye(self.in_features, device=weight.device, dtype=frozen[0].dtype)
+            fold = (weight.to(eye.dtype) - self._circuit(eye, frozen).T).to(weight.dtype)
+            self._fold = (key, fold)
+        return self._fold[1]
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"QuanTALinear expected input with last dim {self.in_features}, got {tuple(x.shape)}")
-        y = self.base_layer(x)
         if self.merged:
-            return y
-        delta = self._circuit(self.dropout(x).reshape(-1, self.in_features))
+            return self.base_layer(x)
+        rows = self.dropout(x).reshape(-1, self.in_features)
+        if self._starts_as_base():
+            # T(x) - S(x) is exactly zero, and T's gradient is that of T(x).
+            t = self._circuit(rows.detach(), self.quanta_T)
+            if t.requires_grad:
+                t.register_hook(self._gradient_reached_T)
+            y, delta = self.base_layer(x), t - t.detach()
+        elif self.training and isinstance(self.dropout, nn.Dropout):
+            y, delta = self.base_layer(x), self._circuit(rows, self.quanta_T) - self._circuit(rows, self.frozen_gates())
+        else:
+            y, delta = F.linear(x, self.folded_weight(), self.bias), self._circuit(rows, self.quanta_T)
         return y + delta.reshape(*x.shape[:-1], self.out_features).to(y.dtype)
 
     @torch.no_grad()

@@ -1,11 +1,16 @@
 import itertools
 import math
+import os
+import shutil
 
 import pytest
 import torch
 from torch import nn
+from torch.utils import cpp_extension
 
 from ho_co.layers import HOLinear, chunk_sizes
+from ho_co.layers import high_order
+from ho_co.layers.high_order import high_order_eager
 
 
 def kron_reference(layer: HOLinear, x: torch.Tensor) -> torch.Tensor:
@@ -140,11 +145,16 @@ def test_order_eight_is_finite_in_training(dtype):
 
 def test_bf16_keeps_small_first_order_terms():
     # prod(1+z)-1 formed naively in bf16 would round (1 + 1e-3) to 1 and lose W x entirely.
+    torch.manual_seed(6)
     layer = HOLinear(8, 4, order=4, bias=False)
     x = torch.randn(16, 8) * 1e-3
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
-    torch.testing.assert_close(y.float(), x @ layer.weight.T, rtol=2e-2, atol=1e-6)
+        z = layer.chunk_products(x)  # the bf16 planes: their sum is the first order the layer can know
+    torch.testing.assert_close(y.float(), z.float().sum(0), rtol=2e-2, atol=1e-6)
+    torch.testing.assert_close(y.float(), x @ layer.weight.T, rtol=2e-2, atol=1e-5)
+    # The eager path (torch.compile, other devices) rounds each step to bf16, so a little looser.
+    torch.testing.assert_close(high_order_eager(z).float(), z.float().sum(0), rtol=2e-2, atol=1e-5)
 
 
 def test_any_leading_shape_and_compile():
@@ -159,7 +169,7 @@ def test_any_leading_shape_and_compile():
     torch.testing.assert_close(compiled(x), y)
 
 
-@pytest.mark.parametrize("order", [0, -1, 11, 2.0])
+@pytest.mark.parametrize("order", [0, -1, 11, 2.0, True])
 def test_bad_order_raises(order):
     with pytest.raises(ValueError, match="order"):
         HOLinear(10, 4, order=order)
@@ -168,3 +178,103 @@ def test_bad_order_raises(order):
 def test_wrong_input_width_raises():
     with pytest.raises(ValueError, match="last dim 10"):
         HOLinear(10, 4, order=2)(torch.randn(3, 9))
+
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "c++")) is None, reason="the fused CPU kernel needs a C++ compiler"
+)
+
+
+@needs_compiler
+def test_the_fused_kernel_builds_and_is_used():
+    assert high_order.fused_kernel() is not None
+    layer = HOLinear(8, 4, order=2)
+    y = layer(torch.randn(3, 8, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "_FusedBackward"
+
+
+@needs_compiler
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("convert", [False, True])
+def test_fused_and_eager_paths_agree(order, dtype, convert):
+    """Same outputs and gradients (weight, bias, ho_scale, input) from the fused kernel and torch ops."""
+    torch.manual_seed(order)
+    linear = nn.Linear(3 * order + 1, 5).to(dtype)
+    if convert:
+        layer = HOLinear.from_linear(linear, order)
+        with torch.no_grad():
+            layer.ho_scale.uniform_(-1, 1)
+    else:
+        layer = HOLinear(3 * order + 1, 5, order=order).to(dtype)
+        layer.load_state_dict(linear.state_dict())
+    x = torch.randn(2, 7, 3 * order + 1, dtype=dtype, requires_grad=True)
+    g = torch.randn(2, 7, 5, dtype=dtype)
+
+    def run(product):
+        z = layer.chunk_products(x)
+        y = product(z, layer.ho_scale, layer.bias)
+        grads = torch.autograd.grad(y, [x, *layer.parameters()], g)
+        return y, grads
+
+    fused_y, fused_grads = run(lambda *a: high_order.high_order(*a, private_z=True))
+    assert type(fused_y.grad_fn).__name__ == "_FusedBackward"
+    eager_y, eager_grads = run(high_order.high_order_eager)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
+    torch.testing.assert_close(fused_y, eager_y, rtol=tol, atol=tol)
+    for fused, eager in zip(fused_grads, eager_grads):
+        assert fused.dtype == eager.dtype
+        torch.testing.assert_close(fused, eager, rtol=tol, atol=tol * 10)
+
+
+@needs_compiler
+def test_fused_backward_twice_with_retained_graph():
+    """The planes' memory is reused for their gradient only when the graph is freed."""
+    torch.manual_seed(7)
+    layer = HOLinear(12, 6, order=3)
+    x = torch.randn(5, 12)
+    y = layer(x)
+    (first,) = torch.autograd.grad(y.sum(), layer.weight, retain_graph=True)
+    (second,) = torch.autograd.grad(y.sum(), layer.weight)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.sum().backward()
+
+
+def test_without_a_compiler_the_layer_falls_back_to_torch_ops(monkeypatch):
+    torch.manual_seed(8)
+    layer = HOLinear.from_linear(nn.Linear(9, 4), order=3)
+    with torch.no_grad():
+        layer.ho_scale.fill_(0.5)
+    x = torch.randn(6, 9)
+    expected = high_order.high_order_eager(layer.chunk_products(x), layer.ho_scale, layer.bias)
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("c++: command not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    high_order.fused_kernel.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="fused CPU kernel is unavailable.*command not found"):
+            assert high_order.fused_kernel() is None
+        y = layer(x)
+        assert type(y.grad_fn).__name__ != "_FusedBackward"
+        torch.testing.assert_close(y, expected)
+        y.sum().backward()
+        assert torch.isfinite(layer.ho_scale.grad).all()
+    finally:
+        high_order.fused_kernel.cache_clear()
+
+
+@needs_compiler
+def test_fused_inference_matches_training_forward():
+    torch.manual_seed(9)
+    layer = HOLinear.from_linear(nn.Linear(10, 6), order=3)
+    with torch.no_grad():
+        layer.ho_scale.uniform_()
+    x = torch.randn(4, 10)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.grad_fn is None
+    torch.testing.assert_close(y, layer(x).detach(), rtol=0, atol=0)
+    torch.testing.assert_close(y, high_order.high_order_eager(layer.chunk_products(x), layer.ho_scale, layer.bias))

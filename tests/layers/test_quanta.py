@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ho_co.layers import QuanTALinear
-from ho_co.layers.quanta import factorize, gate_pairs, quanta_dims
+from ho_co.layers.quanta import factorize, gate_pairs, official_dims, quanta_dims
 
 F64 = torch.float64
 
@@ -183,7 +183,11 @@ def test_factorize():
 def test_automatic_dims():
     layer = QuanTALinear(nn.Linear(64, 24), n_axes=3)
     assert layer.dims == (4, 4, 4) and layer.out_dims == (4, 3, 2)
-    assert quanta_dims(4096, 4096) == ((16, 16, 16), (16, 16, 16))
+    # Default: the official runs' 4 axes.
+    assert quanta_dims(4096, 4096) == ((16, 8, 8, 4), (16, 8, 8, 4))
+    assert quanta_dims(4096, 11008) == ((16, 8, 8, 4), (43, 8, 8, 4))
+    assert QuanTALinear(nn.Linear(64, 24)).dims == (4, 4, 2, 2)
+    assert official_dims(768) == (12, 4, 4, 4) and official_dims(13) == (13, 1, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +210,9 @@ def test_dims_costlier_than_a_dense_update_raise():
     # 13 is prime: (13, 1, 1) would make two 13 x 13 gates, more than the 13 x 13 matrix itself
     message = r"\(13, 1, 1\) -> \(13, 1, 1\) need 339 gate parameters, more than a dense 13x13 update \(169\)"
     with pytest.raises(ValueError, match=message):
-        QuanTALinear(nn.Linear(13, 13))
+        QuanTALinear(nn.Linear(13, 13), n_axes=3)
+    with pytest.raises(ValueError, match=r"\(13, 1, 1, 1\) -> \(13, 1, 1, 1\) need 510 gate parameters"):
+        QuanTALinear(nn.Linear(13, 13))  # the default 4 axes: three 13 x 13 gates
     assert QuanTALinear(nn.Linear(13, 13), dims=(13, 1)).dims == (13, 1)  # one full gate: allowed
 
 
@@ -216,3 +222,104 @@ def test_bad_base_and_bad_input():
     layer = QuanTALinear(nn.Linear(16, 16), dims=(4, 4))
     with pytest.raises(ValueError, match="last dim 16"):
         layer(torch.randn(2, 15))
+
+
+def unfolded(layer: QuanTALinear, x: torch.Tensor) -> torch.Tensor:
+    """base(x) + T(x) - S(x), each circuit run on its own: the definition, without the fold."""
+    rows = x.reshape(-1, layer.in_features)
+    delta = layer._circuit(rows, layer.quanta_T) - layer._circuit(rows, layer.frozen_gates())
+    return layer.base_layer(x) + delta.reshape(*x.shape[:-1], -1).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_untrained_adapter_is_the_base_layer_bit_for_bit(dtype):
+    torch.manual_seed(8)
+    base = nn.Linear(64, 32, dtype=dtype)
+    layer = QuanTALinear(base, dims=(4, 4, 4), out_dims=(4, 4, 2))
+    x = torch.randn(8, 64, dtype=dtype, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(y, base(x), rtol=0, atol=0)
+    # T still gets T(x)'s gradient, and x only the base's (T - S = 0).
+    g = torch.randn_like(y)
+    y.backward(g)
+    x_grad = x.grad.clone()
+    x.grad = None
+    base(x).backward(g)
+    torch.testing.assert_close(x_grad, x.grad, rtol=0, atol=0)
+    rows = x.detach()
+    expected = torch.autograd.grad(layer._circuit(rows, layer.quanta_T), list(layer.quanta_T), g.reshape(8, 32))
+    for t, e in zip(layer.quanta_T, expected):
+        torch.testing.assert_close(t.grad, e.to(t.grad.dtype))
+
+
+def test_trained_adapter_runs_T_on_the_folded_base_weight():
+    torch.manual_seed(9)
+    base = nn.Linear(24, 12, dtype=F64)
+    w0 = base.weight.detach().clone()
+    layer = QuanTALinear(base, dims=(2, 3, 4), out_dims=(2, 3, 2))
+    randomize(layer)
+    x = torch.randn(5, 24, dtype=F64, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(y, unfolded(layer, x), rtol=1e-12, atol=1e-12)
+    s_full = circuit_matrix(layer.frozen_gates(), layer.dims, layer.out_dims)
+    torch.testing.assert_close(layer.folded_weight(), w0 - s_full)
+    assert torch.equal(base.weight, w0)  # the fold is a separate tensor: W0 keeps its bits
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    (expected,) = torch.autograd.grad(unfolded(layer, x).sum(), x)
+    torch.testing.assert_close(grad, expected)
+    # Built once, rebuilt only when S (or W0) changes.
+    assert layer.folded_weight() is layer.folded_weight()
+    fresh = QuanTALinear(nn.Linear(24, 12, dtype=F64), dims=(2, 3, 4), out_dims=(2, 3, 2))
+    fresh(x)
+    fresh.base_layer.load_state_dict(base.state_dict())
+    fresh.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(fresh(x), y, rtol=1e-12, atol=1e-12)
+
+
+def test_fold_in_bfloat16_rounds_once_and_keeps_the_base():
+    torch.manual_seed(10)
+    base = nn.Linear(64, 64, dtype=torch.bfloat16)
+    w0 = base.weight.detach().clone()
+    layer = QuanTALinear(base, dims=(4, 4, 4))
+    with torch.no_grad():
+        layer.quanta_T[0].mul_(1.0)  # T written in place (as by an optimizer) but still equal to S
+    x = torch.randn(8, 64, dtype=torch.bfloat16)
+    y = layer(x)
+    s_full = circuit_matrix([s.double() for s in layer.frozen_gates()], (4, 4, 4), (4, 4, 4))
+    exact = (w0.double() - s_full).to(torch.bfloat16)  # W0 - S rounded once
+    assert torch.equal(layer.folded_weight(), exact)
+    assert torch.equal(base.weight, w0)
+    torch.testing.assert_close(y, base(x), rtol=0, atol=2e-2)  # T - S = 0 up to bf16 rounding
+
+
+def test_dropout_keeps_S_beside_T_while_training():
+    torch.manual_seed(11)
+    layer = QuanTALinear(nn.Linear(24, 24), dims=(2, 3, 4), dropout=0.5)
+    randomize(layer)
+    x = torch.randn(6, 24)
+    torch.manual_seed(0)
+    y = layer(x)
+    torch.manual_seed(0)
+    dropped = layer.dropout(x)
+    rows = dropped.reshape(-1, 24)
+    expected = layer.base_layer(x) + layer._circuit(rows, layer.quanta_T) - layer._circuit(rows, layer.frozen_gates())
+    torch.testing.assert_close(y, expected)
+    layer.eval()  # no dropout: the folded path, same function as the definition
+    torch.testing.assert_close(layer(x), unfolded(layer, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw_fused"])
+def test_first_step_leaves_the_initial_state_with_any_optimizer(optimizer):
+    """A fused AdamW moves T without bumping its version counter: the gradient marks the change."""
+    torch.manual_seed(12)
+    layer = QuanTALinear(nn.Linear(24, 24), dims=(2, 3, 4))
+    params = list(layer.quanta_T)
+    opt = torch.optim.SGD(params, lr=0.1) if optimizer == "sgd" else torch.optim.AdamW(params, lr=0.1, fused=True)
+    x = torch.randn(5, 24)
+    before = layer(x)
+    torch.testing.assert_close(before, layer.base_layer(x), rtol=0, atol=0)
+    before.pow(2).sum().backward()
+    opt.step()
+    after = layer(x)
+    assert (after - before).abs().max() > 1e-3
+    torch.testing.assert_close(after, unfolded(layer, x), rtol=1e-5, atol=1e-5)
