@@ -105,19 +105,26 @@ class LearningCurve(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not self.instances_path:
             return
-        from ho_co.problems import load_instances, load_references, mean_gap
+        from ho_co.problems import mean_gap
         from ho_co.routing.evaluate import decode
 
-        env = pl_module.env
+        inst, ref = self.validation_set(pl_module.env)
+        _, lengths, _ = decode(pl_module.policy, pl_module.env, inst, num_augment=self.num_augment,
+                               batch_size=self.batch_size, seed=self.seed, device=pl_module.device)
+        pl_module.log("val/length", float(lengths.mean()), prog_bar=True, sync_dist=True)
+        if ref is not None:
+            pl_module.log("val/gap", mean_gap(lengths, ref.lengths), prog_bar=True, sync_dist=True)
+
+    def validation_set(self, env):
+        """The fixed validation instances and their references (None without `reference`),
+        read and checked once per run."""
+        from ho_co.problems import load_instances, load_references
+
         if self._inst is None:
             problem = getattr(env, "problem", env.name)
             self._inst = load_instances(self.instances_path, problem=problem, num_loc=env.generator.num_loc)
             self._ref = load_references(self.reference_path, self._inst) if self.reference_path else None
-        _, lengths, _ = decode(pl_module.policy, env, self._inst, num_augment=self.num_augment,
-                               batch_size=self.batch_size, seed=self.seed, device=pl_module.device)
-        pl_module.log("val/length", float(lengths.mean()), prog_bar=True, sync_dist=True)
-        if self._ref is not None:
-            pl_module.log("val/gap", mean_gap(lengths, self._ref.lengths), prog_bar=True, sync_dist=True)
+        return self._inst, self._ref
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:

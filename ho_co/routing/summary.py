@@ -34,16 +34,13 @@ class RunSummary(Callback):
         curve = next((c for c in trainer.callbacks if isinstance(c, LearningCurve)), None)
         if not trainer.is_global_zero or curve is None or not (curve.instances_path and curve.reference_path):
             return
-        from ho_co.problems import load_instances, load_references, mean_gap
+        from ho_co.problems import mean_gap
         from ho_co.routing.evaluate import decode, render_tours
 
-        env = pl_module.env
-        inst = load_instances(curve.instances_path, problem=getattr(env, "problem", env.name),
-                              num_loc=env.generator.num_loc)
-        ref = load_references(curve.reference_path, inst)
+        inst, ref = curve.validation_set(pl_module.env)
         decoded = {}
         for augment in (1, self.num_augment):
-            tours, lengths, seconds = decode(pl_module.policy, env, inst, num_augment=augment,
+            tours, lengths, seconds = decode(pl_module.policy, pl_module.env, inst, num_augment=augment,
                                              batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
             decoded[augment] = tours, lengths, seconds
         checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
