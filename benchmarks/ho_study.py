@@ -34,12 +34,13 @@ PLACEMENTS = ("none", "default", "all")
 
 
 def runs(models, placements, orders, seeds) -> list[dict]:
-    """Every (model, placement, order, seed) of the study; `none` has no order."""
+    """Every (model, placement, order, seed) of the study; `none` has no order. Seeds vary slowest,
+    so a study stopped part way has compared every setting on its first seeds."""
     out = []
-    for model in models:
-        for placement in placements:
-            for order in ([None] if placement == "none" else orders):
-                for seed in seeds:
+    for seed in seeds:
+        for model in models:
+            for placement in placements:
+                for order in ([None] if placement == "none" else orders):
                     setting = placement if order is None else f"{placement}-k{order}"
                     out.append({"model": model, "placement": placement, "order": order, "seed": seed,
                                 "setting": setting, "name": f"{model}-{setting}-s{seed}"})
