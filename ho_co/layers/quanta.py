@@ -54,6 +54,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ho_co.layers.quanta_circuit import circuit_blocks, run_circuit
+
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -157,17 +159,6 @@ def gate_shapes(dims: Sequence[int], out_dims: Sequence[int]) -> list[tuple[int,
     return shapes
 
 
-def _circuit_equations(n_axes: int) -> list[str]:
-    """einsum equations, one per gate, on [rows r, axis_0, ..., axis_{N-1}]."""
-    axes = [chr(ord("a") + i) for i in range(n_axes)]
-    equations = []
-    for m, n in gate_pairs(n_axes):
-        new = axes.copy()
-        new[m], new[n] = "Y", "Z"
-        equations.append(f"r{''.join(axes)},YZ{axes[m]}{axes[n]}->r{''.join(new)}")
-    return equations
-
-
 class QuanTALinear(nn.Module):
     """A frozen `nn.Linear` plus a QuanTA adapter: `base(x) + T(x) - S(x)`.
 
@@ -203,7 +194,7 @@ class QuanTALinear(nn.Module):
         self.quanta_S = nn.Module()  # frozen copies: buffers "0", "1", ...
         for i, s in enumerate(shapes):
             self.quanta_S.register_buffer(str(i), torch.empty(s, **factory))
-        self._equations = _circuit_equations(len(self.dims))
+        self._blocks, self._final_permute = circuit_blocks(gate_pairs(len(self.dims)), self.dims, self.out_dims)
         self.merged = False
         self._fold: tuple[tuple, Tensor] | None = None  # (what it was built from, W0 - S)
         self.reset_parameters()
@@ -246,11 +237,8 @@ class QuanTALinear(nn.Module):
         return tuple((g.data_ptr(), g._version) for g in (*self.quanta_T, *self.frozen_gates()))
 
     def _circuit(self, rows: Tensor, gates) -> Tensor:
-        """The circuit of `gates` on rows [R, in] -> [R, out]."""
-        h = rows.reshape(-1, *self.dims)
-        for equation, gate in zip(self._equations, gates):
-            h = torch.einsum(equation, h, gate.to(h.dtype))
-        return h.reshape(-1, self.out_features)
+        """The circuit of `gates` on rows [R, in] -> [R, out] (run as dense blocks: `quanta_circuit`)."""
+        return run_circuit(rows, list(gates), self.dims, self._blocks, self._final_permute)
 
     def delta_weight(self) -> Tensor:
         """The adapter as one [out, in] matrix, T - S (the circuits applied to the identity)."""

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from ho_co.layers import QuanTALinear
-from ho_co.layers.quanta import factorize, gate_pairs, official_dims, quanta_dims
+from ho_co.layers.quanta import factorize, gate_pairs, gate_shapes, official_dims, quanta_dims
+from ho_co.layers.quanta_circuit import circuit_blocks, run_circuit
 
 F64 = torch.float64
 
@@ -64,6 +65,28 @@ def test_forward_equals_explicit_operator(dims, out_dims):
     expected = x @ (base.weight + t_full - s_full).T + base.bias
     torch.testing.assert_close(layer(x), expected)
     torch.testing.assert_close(layer.delta_weight(), t_full - s_full)
+
+
+@pytest.mark.parametrize("limit", [1, 8, 12, 10**6])  # every gate alone ... the whole circuit as one block
+@pytest.mark.parametrize("dims,out_dims", SHAPES)
+def test_blocked_circuit_is_the_gate_by_gate_operator(dims, out_dims, limit):
+    torch.manual_seed(2)
+    gates = [torch.randn(s, dtype=F64, requires_grad=True) for s in gate_shapes(dims, out_dims)]
+    blocks, final = circuit_blocks(gate_pairs(len(dims)), dims, out_dims, limit)
+    assert sorted(g for block in blocks for g in block.gates) == list(range(len(gates)))
+    x = torch.randn(5, math.prod(dims), dtype=F64)
+    g = torch.randn(5, math.prod(out_dims), dtype=F64)
+    got = run_circuit(x, gates, dims, blocks, final)
+    expected = x @ circuit_matrix(gates, dims, out_dims).T
+    torch.testing.assert_close(got, expected)
+    for a, b in zip(torch.autograd.grad(got, gates, g), torch.autograd.grad(expected, gates, g)):
+        torch.testing.assert_close(a, b)
+
+
+def test_official_split_runs_as_three_blocks():
+    """(16, 8, 8, 4): gates (2,3), (1,3), (1,2) on axes 1-3; (0,3), (0,2) on 0, 2, 3; then (0,1)."""
+    blocks, _ = circuit_blocks(gate_pairs(4), (16, 8, 8, 4), (16, 8, 8, 4))
+    assert [(b.gates, b.axes) for b in blocks] == [((0, 1, 3), (1, 2, 3)), ((2, 4), (0, 2, 3)), ((5,), (0, 1))]
 
 
 def test_seed_example_n3_formula():
