@@ -9,12 +9,16 @@ the study then writes `OUT/ho_study.md` (per model and setting: mean and sample 
 over seeds of both gaps, mean training wall time and its ratio to the plain model's) and
 `OUT/ho_study.png` (every seed's gap and the mean +- sd).
 
-    python benchmarks/ho_study.py                      # the full study: 30 runs of ~10 min on 2 cores
+    python benchmarks/ho_study.py                      # the full study: 30 runs (POMO ~6 min, MatNet ~15 min each)
     python benchmarks/ho_study.py --seeds 1 2 3 4 5    # more seeds: finished runs are kept
     python benchmarks/ho_study.py --models matnet --placements none default -- trainer.max_epochs=2
 
 Resumable: a run whose `study.json` exists is not run again (an unfinished run starts over), so an
-interrupted study continues with the same command. Extra Hydra overrides after `--` apply to
+interrupted study continues with the same command. Under the default `--out`
+(benchmarks/results/ho_study) git keeps each finished run's study.json, the table and the plot,
+and ignores the rest, so a study split over several machines or days is committed part by part
+and continues from a fresh clone. Two studies may run at once on disjoint `--models`/`--seeds`
+(e.g. one per core with OMP_NUM_THREADS=1), never on the same run. Extra Hydra overrides after `--` apply to
 every run (a smaller or shorter study); the table refuses runs that saw different numbers of
 training instances.
 """
@@ -158,7 +162,8 @@ def plot(rows: list[dict], lines: list[dict], path: Path) -> Path:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/ho_study"), help="runs and results directory")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/ho_study"),
+                   help="runs and results directory (the default keeps each run's study.json under git)")
     p.add_argument("--models", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
     p.add_argument("--placements", nargs="+", choices=PLACEMENTS, default=list(PLACEMENTS),
                    help="none: the plain model; default: apply_ho's default placement; all: every linear layer")
