@@ -14,7 +14,7 @@ over seeds of both gaps, mean training wall time and its ratio to the plain mode
     python benchmarks/ho_study.py --models matnet --placements none default -- trainer.max_epochs=2
 
 Resumable: a run whose `study.json` exists is not run again (an unfinished run starts over), so an
-interrupted study continues with the same command. Under the default `--out`
+interrupted study continues with the same command; `--finished-only` tables what has finished. Under the default `--out`
 (benchmarks/results/ho_study) git keeps each finished run's study.json, the table and the plot,
 and ignores the rest, so a study split over several machines or days is committed part by part
 and continues from a fresh clone. Two studies may run at once on disjoint `--models`/`--seeds`
@@ -169,6 +169,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="none: the plain model; default: apply_ho's default placement; all: every linear layer")
     p.add_argument("--orders", nargs="+", type=int, default=[2, 4])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: table and plot the runs of the selection that have finished")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     return p.parse_args(argv)
 
@@ -176,8 +178,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [run_one(run, args.out, args.overrides)
-            for run in runs(args.models, args.placements, args.orders, args.seeds)]
+    selection = runs(args.models, args.placements, args.orders, args.seeds)
+    if args.finished_only:
+        selection = [run for run in selection if (args.out / run["name"] / "study.json").is_file()]
+        if not selection:
+            raise SystemExit(f"no finished run of this selection in {args.out}")
+    rows = [run_one(run, args.out, args.overrides) for run in selection]
     lines = table(rows)
     text = markdown(lines)
     (args.out / "ho_study.md").write_text(text)

@@ -56,6 +56,12 @@ def test_the_study_runs_tables_plots_and_resumes(tmp_path, tsp_files):
     again = study.main(argv)
     assert again["rows"] == result["rows"] and not (tmp_path / "matnet-none-s7" / "checkpoints").exists()
 
+    (tmp_path / "pomo-all-k4-s7" / "study.json").unlink()  # as if that run had not finished
+    part = study.main([*argv[:-len(extra) - 1], "--finished-only"])
+    assert [r["name"] for r in part["rows"]] == ["matnet-none-s7", "matnet-all-k4-s7", "pomo-none-s7"]
+    assert "| pomo | all-k4 |" not in part["table"].read_text()
+    assert not (tmp_path / "pomo-all-k4-s7" / "study.json").exists()  # nothing was trained
+
 
 def test_runs_with_different_training_budgets_are_not_tabled():
     study = load_study()
