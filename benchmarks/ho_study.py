@@ -65,12 +65,17 @@ def overrides(run: dict, out_dir: Path, extra: list[str]) -> list[str]:
     return args + list(extra)
 
 
+def result_file(run: dict, out_dir: Path) -> Path:
+    """Where a finished run's result row lives; its presence means the run is done."""
+    return out_dir / run["name"] / "study.json"
+
+
 def run_one(run: dict, out_dir: Path, extra: list[str]) -> dict:
     """Train one run (or read its stored result) and return its result row."""
     from ho_co.routing.train import compose, train
 
     run_dir = out_dir / run["name"]
-    done = run_dir / "study.json"
+    done = result_file(run, out_dir)
     if done.is_file():
         return json.loads(done.read_text())
     if run_dir.exists():  # an unfinished run: its time and curve would not be one run's
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     selection = runs(args.models, args.placements, args.orders, args.seeds)
     if args.finished_only:
-        selection = [run for run in selection if (args.out / run["name"] / "study.json").is_file()]
+        selection = [run for run in selection if result_file(run, args.out).is_file()]
         if not selection:
             raise SystemExit(f"no finished run of this selection in {args.out}")
     rows = [run_one(run, args.out, args.overrides) for run in selection]

@@ -13,7 +13,7 @@ Gates on disjoint axes commute, so a gate may join a block ahead of gates it ski
 shares no axis with any of them: the function is exactly the gate-by-gate circuit's. For
 QuanTA's official 4-axis split of 4096, (16, 8, 8, 4), the six gates become three blocks,
 on axes (1, 2, 3), (0, 2, 3) and (0, 1), of 256, 512 and 128 values: twice the gates' flops
-in three large GEMMs instead of six small ones, two copies instead of about twelve, and half
+in three large GEMMs instead of six small ones, three copies instead of about twelve, and half
 the activations kept for backward.
 """
 
@@ -36,7 +36,6 @@ class CircuitBlock:
     gates: tuple[int, ...]  # indices into the circuit's gate list, in the order they act
     axes: tuple[int, ...]  # the axes the block acts on, ascending
     in_sizes: tuple[int, ...]  # sizes of `axes` before the block
-    out_sizes: tuple[int, ...]  # and after it
     equations: tuple[str, ...]  # one einsum per gate on [rows, *axes], to build the matrix
     permute: tuple[int, ...] | None  # moves `axes` last in the activation's layout (None: already)
     shape: tuple[int, ...]  # the activation's axis sizes after the block, in its new layout
@@ -75,8 +74,8 @@ def circuit_blocks(pairs: Sequence[tuple[int, int]], dims: Sequence[int], out_di
         new_order = [a for a in order if a not in axes] + list(axes)
         permute = None if new_order == order else (0, *(1 + order.index(a) for a in new_order))
         order = new_order
-        blocks.append(CircuitBlock(tuple(group), axes, in_sizes, tuple(sizes[a] for a in axes), tuple(equations),
-                                   permute, tuple(sizes[a] for a in order)))
+        blocks.append(CircuitBlock(tuple(group), axes, in_sizes, tuple(equations), permute,
+                                   tuple(sizes[a] for a in order)))
     final = None if order == sorted(order) else (0, *(1 + order.index(a) for a in range(len(dims))))
     return blocks, final
 

@@ -108,9 +108,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     init_from = cfg.model.policy.get("init_from")
     if init_from and not cfg.get("ckpt_path"):  # warm start: the curve carries on from the weights' own
         record = torch.load(init_from, map_location="cpu", weights_only=False).get("ho_co", {}).get("training")
-        for callback in callbacks if record else []:
-            if isinstance(callback, LearningCurve):
-                callback.carry_on(record)
+        if record:
+            for callback in callbacks:
+                if isinstance(callback, LearningCurve):
+                    callback.carry_on(record)
 
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
