@@ -1,5 +1,5 @@
-"""What HO layers buy at TSP-20 on a CPU: MatNet and POMO, HO placement none / default / all,
-orders 2 and 4, several seeds, everything else equal.
+"""What HO layers buy at TSP-20 on a CPU: MatNet and POMO, HO placement none / attn-ffn / cached /
+all, orders 2 and 4, several seeds, everything else equal.
 
 Each run is `ho-co train` with one recipe per model (`tsp20_cpu` for MatNet, `tsp20_cpu_pomo` for
 POMO: the same sizes, optimizer and number of training instances) and differs only in
@@ -9,9 +9,9 @@ the study then writes `OUT/ho_study.md` (per model and setting: mean and sample 
 over seeds of both gaps, mean training wall time and its ratio to the plain model's) and
 `OUT/ho_study.png` (every seed's gap and the mean +- sd).
 
-    python benchmarks/ho_study.py                      # the full study: 30 runs (POMO ~6 min, MatNet ~15 min each)
+    python benchmarks/ho_study.py                      # the full study: 42 runs (POMO ~6 min, MatNet ~15 min each)
     python benchmarks/ho_study.py --seeds 1 2 3 4 5    # more seeds: finished runs are kept
-    python benchmarks/ho_study.py --models matnet --placements none default -- trainer.max_epochs=2
+    python benchmarks/ho_study.py --models matnet --placements none cached -- trainer.max_epochs=2
 
 Resumable: a run whose `study.json` exists is not run again (an unfinished run starts over), so an
 interrupted study continues with the same command; `--finished-only` tables what has finished. Under the default `--out`
@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 RECIPES = {"matnet": "tsp20_cpu", "pomo": "tsp20_cpu_pomo"}
-PLACEMENTS = ("none", "default", "all")
+# placement -> model.policy.ho.targets (apply_ho's presets); none: the plain model
+PLACEMENTS = {"none": None, "attn-ffn": ["attention", "ffn"], "cached": ["cached"], "all": ["all"]}
 
 
 def runs(models, placements, orders, seeds) -> list[dict]:
@@ -53,14 +54,12 @@ def runs(models, placements, orders, seeds) -> list[dict]:
 
 def overrides(run: dict, out_dir: Path, extra: list[str]) -> list[str]:
     """The Hydra overrides of one run."""
-    from ho_co.routing.placement import DEFAULT_TARGETS
-
     args = [f"experiment={RECIPES[run['model']]}", f"seed={run['seed']}", f"paths.runs_dir={out_dir}",
             f"name={run['name']}"]
-    if run["placement"] == "none":
+    targets = PLACEMENTS[run["placement"]]
+    if targets is None:
         args.append("model.policy.ho=null")
     else:
-        targets = list(DEFAULT_TARGETS) if run["placement"] == "default" else ["all"]
         args += [f"model.policy.ho.targets=[{','.join(targets)}]", f"model.policy.ho.order={run['order']}"]
     return args + list(extra)
 
@@ -171,7 +170,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="runs and results directory (the default keeps each run's study.json under git)")
     p.add_argument("--models", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
     p.add_argument("--placements", nargs="+", choices=PLACEMENTS, default=list(PLACEMENTS),
-                   help="none: the plain model; default: apply_ho's default placement; all: every linear layer")
+                   help="none: the plain model; attn-ffn: the encoder's attention and feed-forward blocks; "
+                        "cached: every layer outside the decoding step; all: every linear layer")
     p.add_argument("--orders", nargs="+", type=int, default=[2, 4])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--finished-only", action="store_true",

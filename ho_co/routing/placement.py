@@ -33,6 +33,7 @@ DEFAULT_TARGETS = ("attention", "ffn")  # the encoder's attention and feed-forwa
 MODES = ("scratch", "convert")
 MIXER = "mixer"
 ALL = "all"
+CACHED = "cached"
 NN = "rl4co.models.nn."
 
 
@@ -72,8 +73,22 @@ PRESETS: dict[str, tuple[str, Callable[[str, nn.Module], bool]]] = {
 }
 
 
+def runs_every_step(name: str, module: nn.Module) -> bool:
+    """Blocks a constructive decoder runs at every decoding step (pointer, context and dynamic
+    embeddings); everything else runs once per instance: the encoder, and the projections rl4co's
+    decoders compute once and cache."""
+    return isinstance(module, PointerAttention) or defined_in(
+        module, NN + "env_embeddings.context", NN + "env_embeddings.dynamic")
+
+
 def linear_names(policy: nn.Module) -> list[str]:
     return [name for name, m in policy.named_modules() if name and isinstance(m, nn.Linear)]
+
+
+def cached_layers(policy: nn.Module) -> list[str]:
+    """Every Linear layer outside the decoding step (see `runs_every_step`)."""
+    steps = [name for name, m in policy.named_modules() if name and runs_every_step(name, m)]
+    return [n for n in linear_names(policy) if not any(n == s or n.startswith(s + ".") for s in steps)]
 
 
 def mixer_names(policy: nn.Module) -> list[str]:
@@ -108,6 +123,8 @@ def resolve_targets(policy: nn.Module, targets: Iterable[str]) -> tuple[list[str
     for target in targets:
         if target == ALL:
             names += linear_names(policy)
+        elif target == CACHED:
+            names += cached_layers(policy)
         elif target == MIXER:
             if not mixer_names(policy):
                 raise ValueError(f"HO preset '{MIXER}' (MatNet's mixed-score MLP) finds nothing in "
@@ -129,13 +146,14 @@ def apply_ho(policy: nn.Module, targets: str | Iterable[str] | None = None, orde
     """Put HOLinear layers into any rl4co policy, in place; returns replace_linear's report.
 
     targets: preset names (`embedding`, `attention`, `ffn`, `gnn`, `pointer`, `context`, `encoder`,
-             `decoder`, `mixer`, `all`) and/or replace_linear patterns; None: DEFAULT_TARGETS.
+             `decoder`, `mixer`, `cached`: all but the per-step decoder layers, `all`) and/or
+             replace_linear patterns; None: DEFAULT_TARGETS.
              A preset that finds nothing in this policy raises, listing what the presets find.
     mode:    "scratch": HOLinear(in, out, order), the paper's operator, fresh weights;
              "convert": HOLinear.from_linear, the same function as now (high orders grow from 0).
     exclude: replace_linear patterns to leave alone.
-    A layer narrower than `order` is skipped, with the reason in the report. `all` includes MatNet's
-    mixer, skipped (and reported) unless order is 2; naming `mixer` with another order raises.
+    A layer narrower than `order` is skipped, with the reason in the report. `all` and `cached` include
+    MatNet's mixer, skipped (and reported) unless order is 2; naming `mixer` with another order raises.
     """
     if mode not in MODES:
         raise ValueError(f"HO mode must be one of {MODES}, got {mode!r}")
@@ -150,7 +168,7 @@ def apply_ho(policy: nn.Module, targets: str | Iterable[str] | None = None, orde
         make = lambda lin: HOLinear.from_linear(lin, order)
     chosen = [re.compile(re.escape(n)) for n in names] + patterns
     report = replace_linear(policy, make, targets=chosen, exclude=exclude) if chosen else ReplaceReport()
-    if mixer or ALL in targets:
+    if mixer or ALL in targets or CACHED in targets:
         for name in mixer_names(policy):
             if any(name_matches(name, p) for p in exclude):
                 continue
