@@ -186,3 +186,23 @@ def test_orders_patterns_exclude_and_the_mixer_in_all():
         apply_ho(ZOO["AttentionModel"].make().policy, ["nonexistent_layer"])
     with pytest.raises(ValueError, match="mode must be one of"):
         apply_ho(am, mode="fresh")
+
+
+def test_cached_leaves_the_decoding_step_plain():
+    """`cached`: HO on every layer a decoder does not run at each step (encoder, init embedding,
+    the cached projections; MatNet's mixer), plain pointer and context, in AM, PolyNet and MatNet."""
+    am = ZOO["AttentionModel"].make().policy
+    linears = {n for n, m in am.named_modules() if isinstance(m, torch.nn.Linear)}
+    apply_ho(am, ["cached"])
+    step = {"decoder.pointer.project_out", "decoder.context_embedding.project_context"}
+    assert set(holinears(am)) == linears - step and step <= linears
+    assert "encoder.init_embedding.init_embed" in holinears(am) and "decoder.project_node_embeddings" in holinears(am)
+
+    polynet = ZOO["PolyNet"].make().policy  # its poly layers live in the pointer: they run every step
+    apply_ho(polynet, ["cached"])
+    assert not any(n.startswith("decoder.pointer.") for n in holinears(polynet))
+
+    matnet = build_policy("matnet", embed_dim=16, num_encoder_layers=1, num_heads=2, feedforward_hidden=16)
+    apply_ho(matnet, ["cached"])
+    assert sum(isinstance(m, HOMixedScoresSDPA) for m in matnet.modules()) == 2
+    assert not step & set(holinears(matnet)) and "decoder.project_fixed_context" in holinears(matnet)
