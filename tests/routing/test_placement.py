@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/routing/conftest.py
 N = 6
 AM = dict(embed_dim=16, num_encoder_layers=1, num_heads=2, feedforward_hidden=16)
 DATA = dict(batch_size=4, train_data_size=8, val_data_size=4, test_data_size=4)
+ENCODER = ["attention", "ffn"]  # the encoder's blocks, in every model that has them
 
 
 def tsp():
@@ -32,31 +33,31 @@ def tsp():
 @dataclass
 class Case:
     make: Callable  # the rl4co model (LightningModule) with a tiny policy on its default env
-    targets: list[str] | None  # what the zoo table places (None: apply_ho's default)
+    targets: list[str]  # what the zoo table places
     replaced: list[str]  # the layers that placement turns into HOLinear
 
 
 ZOO = {
-    "AttentionModel": Case(lambda: AttentionModel(tsp(), policy_kwargs=AM, **DATA), None,
+    "AttentionModel": Case(lambda: AttentionModel(tsp(), policy_kwargs=AM, **DATA), ENCODER,
                            ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj",
                             "encoder.net.layers.0.2.module.lins.0", "encoder.net.layers.0.2.module.lins.1"]),
-    "POMO": Case(lambda: POMO(tsp(), policy_kwargs=AM, **DATA), None,
+    "POMO": Case(lambda: POMO(tsp(), policy_kwargs=AM, **DATA), ENCODER,
                  ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj",
                   "encoder.net.layers.0.2.module.lins.0", "encoder.net.layers.0.2.module.lins.1"]),
-    "SymNCO": Case(lambda: SymNCO(tsp(), policy_kwargs=AM, num_starts=N, num_augment=2, **DATA), None,
+    "SymNCO": Case(lambda: SymNCO(tsp(), policy_kwargs=AM, num_starts=N, num_augment=2, **DATA), ENCODER,
                    ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj",
                     "encoder.net.layers.0.2.module.lins.0", "encoder.net.layers.0.2.module.lins.1"]),
     "PolyNet": Case(lambda: PolyNet(tsp(), k=4, val_num_solutions=4, policy_kwargs=AM, **DATA), ["pointer"],
                     ["decoder.pointer.project_out", "decoder.pointer.poly_layer_1", "decoder.pointer.poly_layer_2"]),
     "MatNet": Case(lambda: MatNet(ATSPEnv(generator_params={"num_loc": N}),
-                                  policy_params=dict(embed_dim=16, num_encoder_layers=1, num_heads=2), **DATA), None,
+                                  policy_params=dict(embed_dim=16, num_encoder_layers=1, num_heads=2), **DATA), ENCODER,
                    [f"encoder.layers.0.MHA.{block}_encoding_block.{layer}" for block in ("row", "col")
                     for layer in ("Wq", "Wkv", "out_proj")]
                    + [f"encoder.layers.0.F_{side}.ops.ffn.{i}" for side in "ab" for i in (0, 2)]),
     # MDAM's last encoder layer is its own MultiHeadAttentionMDAM (raw parameter matrices, no
     # nn.Linear): `attention` covers the layers before it, `ffn` all of them
     "MDAM": Case(lambda: MDAM(tsp(), policy_kwargs=dict(embed_dim=16, num_heads=2, num_encoder_layers=2), **DATA),
-                 None, ["encoder.layers.0.0.module.Wqkv", "encoder.layers.0.0.module.out_proj",
+                 ENCODER, ["encoder.layers.0.0.module.Wqkv", "encoder.layers.0.0.module.out_proj",
                         "encoder.layers.0.2.module.lins.0", "encoder.layers.0.2.module.lins.1",
                         "encoder.projection.module.0", "encoder.projection.module.2"]),
     # non-autoregressive: a GNN encoder (no attention, no feed-forward block) that draws a heatmap.
@@ -140,22 +141,26 @@ def test_converted_copy_decodes_as_the_plain_policy(name):
         torch.testing.assert_close(b["heatmap"], a["heatmap"], rtol=1e-5, atol=1e-6)
 
 
-def test_a_policy_without_the_default_blocks_is_told_what_it_has():
-    """DeepACO's GNN has no attention: the default placement refuses, naming the presets that fit."""
+def test_a_policy_without_the_named_blocks_is_told_what_it_has():
+    """DeepACO's GNN has no attention: `attention` refuses, naming the presets that fit."""
     policy = ZOO["DeepACO"].make().policy
     with pytest.raises(ValueError, match=r"preset 'attention' .* finds no linear layer in DeepACOPolicy; "
                                          r"presets that find layers here \(count\): embedding \(2\), gnn \(5\)"):
-        ho_co.routing.apply_ho(policy)
+        ho_co.routing.apply_ho(policy, ENCODER)
     assert not holinears(policy)  # nothing half-done
     with pytest.raises(ValueError, match="'mixer' .* finds nothing in DeepACOPolicy"):
         apply_ho(policy, ["mixer"])
+    linears = [n for n, m in policy.named_modules() if isinstance(m, torch.nn.Linear)]
+    report = apply_ho(policy)  # the default placement, every linear layer, fits any policy
+    assert [e.name for e in report.entries] == linears and len(linears) == 12  # embeddings, GNN, heatmap MLP
+    assert [e.name for e in report.skipped] == ["encoder.edge_embedding.edge_embed"]  # 1 input: no order 2
 
 
 def test_presets_mean_the_same_blocks_in_every_policy():
     am = ZOO["AttentionModel"].make().policy
     mdam = ZOO["MDAM"].make().policy
     matnet = build_policy("matnet", embed_dim=16, num_encoder_layers=1, num_heads=2, feedforward_hidden=16)
-    assert DEFAULT_TARGETS == ("attention", "ffn")
+    assert DEFAULT_TARGETS == ("all",)
     assert preset_layers(am, "attention") == ["encoder.net.layers.0.0.module.Wqkv", "encoder.net.layers.0.0.module.out_proj"]
     assert preset_layers(mdam, "attention") == ["encoder.layers.0.0.module.Wqkv", "encoder.layers.0.0.module.out_proj"]
     assert preset_layers(am, "embedding") == ["encoder.init_embedding.init_embed"]
