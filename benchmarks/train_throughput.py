@@ -50,6 +50,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--embed-dim", type=int)
     p.add_argument("--layers", type=int)
     p.add_argument("--heads", type=int)
+    p.add_argument("--ff-hidden", type=int, default=512,
+                   help="feed-forward width of the ho-co rows (rl4co's MatNetPolicy is fixed at 512, so the "
+                        "rl4co / ho-co ratios hold at 512 only)")
     p.add_argument("--batch", type=int, nargs="+", help="training batch sizes (instances per step)")
     p.add_argument("--steps", type=int, help="timed training steps")
     p.add_argument("--warmup", type=int, help="untimed training steps first (compile, allocator)")
@@ -98,16 +101,16 @@ def models(args) -> dict:
 
     size = {"embed_dim": args.embed_dim, "num_encoder_layers": args.layers, "num_heads": args.heads}
     ho = {"order": args.order, "targets": args.ho_targets}
-    # rl4co's MatNetPolicy always has a 512-wide feed-forward: ho-co's rows match it
+    ff = args.ff_hidden  # rl4co's MatNetPolicy always has a 512-wide feed-forward
     rows = {
         "rl4co MatNet": lambda: MatNetPolicy(env_name="atsp", tanh_clipping=10.0, **size),
-        "ho-co MatNet (fast)": lambda: build_policy("matnet", fast=True, feedforward_hidden=512, **size),
-        "ho-co HO-MatNet (fast)": lambda: build_policy("matnet", ho=ho, fast=True, feedforward_hidden=512, **size),
+        "ho-co MatNet (fast)": lambda: build_policy("matnet", fast=True, feedforward_hidden=ff, **size),
+        "ho-co HO-MatNet (fast)": lambda: build_policy("matnet", ho=ho, fast=True, feedforward_hidden=ff, **size),
     }
     for mode in args.compile:
-        rows[f"ho-co MatNet (fast+{mode})"] = lambda m=mode: build_policy("matnet", fast=m, feedforward_hidden=512, **size)
+        rows[f"ho-co MatNet (fast+{mode})"] = lambda m=mode: build_policy("matnet", fast=m, feedforward_hidden=ff, **size)
         rows[f"ho-co HO-MatNet (fast+{mode})"] = (
-            lambda m=mode: build_policy("matnet", ho=ho, fast=m, feedforward_hidden=512, **size))
+            lambda m=mode: build_policy("matnet", ho=ho, fast=m, feedforward_hidden=ff, **size))
     return rows
 
 
@@ -258,7 +261,7 @@ def speed(args) -> None:
         inductor_config.fallback_random = True
     print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
           f"{torch.get_num_threads()} CPU threads), torch {torch.__version__}, bf16 {args.bf16}; TSP-{args.num_loc} "
-          f"as matrices, embed {args.embed_dim}, {args.layers} layers, {args.heads} heads, ff 512, "
+          f"as matrices, embed {args.embed_dim}, {args.layers} layers, {args.heads} heads, ff {args.ff_hidden} (rl4co 512), "
           f"{args.num_loc} POMO starts; HO order {args.order} on {args.ho_targets}; {args.rounds} rounds")
     if args.compile and not args.device.startswith("cuda"):
         print("note: torch.compile applies on CUDA only; on this CPU the +MODE rows run the eager fast loop")
