@@ -30,7 +30,7 @@ from ho_co.layers import HOLinear
 from ho_co.replace import Replacement, ReplaceReport, name_matches, replace_linear
 
 # Every linear layer (and MatNet's mixer): in benchmarks/ho_study.py (TSP-20, 3 seeds, equal
-# instances) HO everywhere at order 2 gave the lowest mean gap for POMO and MatNet; order 4 no lower.
+# instances) HO everywhere at order 2 gave the lowest mean gap for POMO and MatNet; order 4 no better.
 DEFAULT_TARGETS = ("all",)
 MODES = ("scratch", "convert")
 MIXER = "mixer"
