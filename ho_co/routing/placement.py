@@ -75,7 +75,7 @@ PRESETS: dict[str, tuple[str, Callable[[str, nn.Module], bool]]] = {
 }
 
 
-def runs_every_step(name: str, module: nn.Module) -> bool:
+def runs_every_step(module: nn.Module) -> bool:
     """Blocks a constructive decoder runs at every decoding step (pointer, context and dynamic
     embeddings); everything else runs once per instance: the encoder, and the projections rl4co's
     decoders compute once and cache."""
@@ -89,7 +89,7 @@ def linear_names(policy: nn.Module) -> list[str]:
 
 def cached_layers(policy: nn.Module) -> list[str]:
     """Every Linear layer outside the decoding step (see `runs_every_step`)."""
-    steps = [name for name, m in policy.named_modules() if name and runs_every_step(name, m)]
+    steps = [name for name, m in policy.named_modules() if name and runs_every_step(m)]
     return [n for n in linear_names(policy) if not any(n == s or n.startswith(s + ".") for s in steps)]
 
 
