@@ -87,10 +87,16 @@ def linear_names(policy: nn.Module) -> list[str]:
     return [name for name, m in policy.named_modules() if name and isinstance(m, nn.Linear)]
 
 
+def layers_in_blocks(policy: nn.Module, is_block: Callable[[str, nn.Module], bool]) -> list[str]:
+    """The names of the Linear layers inside the modules `is_block(name, module)` selects."""
+    blocks = [name for name, m in policy.named_modules() if name and is_block(name, m)]
+    return [n for n in linear_names(policy) if any(n == b or n.startswith(b + ".") for b in blocks)]
+
+
 def cached_layers(policy: nn.Module) -> list[str]:
     """Every Linear layer outside the decoding step (see `runs_every_step`)."""
-    steps = [name for name, m in policy.named_modules() if name and runs_every_step(m)]
-    return [n for n in linear_names(policy) if not any(n == s or n.startswith(s + ".") for s in steps)]
+    per_step = set(layers_in_blocks(policy, lambda name, m: runs_every_step(m)))
+    return [n for n in linear_names(policy) if n not in per_step]
 
 
 def mixer_names(policy: nn.Module) -> list[str]:
@@ -100,9 +106,7 @@ def mixer_names(policy: nn.Module) -> list[str]:
 
 def preset_layers(policy: nn.Module, preset: str) -> list[str]:
     """The names of the Linear layers inside the blocks `preset` selects."""
-    _, is_block = PRESETS[preset]
-    blocks = [name for name, m in policy.named_modules() if name and is_block(name, m)]
-    return [n for n in linear_names(policy) if any(n == b or n.startswith(b + ".") for b in blocks)]
+    return layers_in_blocks(policy, PRESETS[preset][1])
 
 
 def describe(policy: nn.Module) -> str:

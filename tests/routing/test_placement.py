@@ -15,7 +15,7 @@ from rl4co.models import MDAM, POMO, AttentionModel, DeepACO, MatNet, PolyNet, S
 
 import ho_co.routing
 from ho_co.layers import HOLinear
-from ho_co.routing.placement import DEFAULT_TARGETS, HOMixedScoresSDPA, apply_ho, preset_layers
+from ho_co.routing.placement import DEFAULT_TARGETS, HOMixedScoresSDPA, apply_ho, linear_names, preset_layers
 from ho_co.routing.policies import build_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/routing/conftest.py
@@ -150,7 +150,7 @@ def test_a_policy_without_the_named_blocks_is_told_what_it_has():
     assert not holinears(policy)  # nothing half-done
     with pytest.raises(ValueError, match="'mixer' .* finds nothing in DeepACOPolicy"):
         apply_ho(policy, ["mixer"])
-    linears = [n for n, m in policy.named_modules() if isinstance(m, torch.nn.Linear)]
+    linears = linear_names(policy)
     report = apply_ho(policy)  # the default placement, every linear layer, fits any policy
     assert [e.name for e in report.entries] == linears and len(linears) == 12  # embeddings, GNN, heatmap MLP
     assert [e.name for e in report.skipped] == ["encoder.edge_embedding.edge_embed"]  # 1 input: no order 2
@@ -197,7 +197,7 @@ def test_cached_leaves_the_decoding_step_plain():
     """`cached`: HO on every layer a decoder does not run at each step (encoder, init embedding,
     the cached projections; MatNet's mixer), plain pointer and context, in AM, PolyNet and MatNet."""
     am = ZOO["AttentionModel"].make().policy
-    linears = {n for n, m in am.named_modules() if isinstance(m, torch.nn.Linear)}
+    linears = set(linear_names(am))
     apply_ho(am, ["cached"])
     step = {"decoder.pointer.project_out", "decoder.context_embedding.project_context"}
     assert set(holinears(am)) == linears - step and step <= linears
