@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ho_co.layers.quanta_circuit import circuit_blocks, run_circuit
+from ho_co.layers.quanta_circuit import plan_circuit, run_circuit
 
 
 HALF = (torch.float16, torch.bfloat16)
@@ -195,7 +195,7 @@ class QuanTALinear(nn.Module):
         self.quanta_S = nn.Module()  # frozen copies: buffers "0", "1", ...
         for i, s in enumerate(shapes):
             self.quanta_S.register_buffer(str(i), torch.empty(s, **factory))
-        self._blocks, self._final_permute = circuit_blocks(gate_pairs(len(self.dims)), self.dims, self.out_dims)
+        self._plan = plan_circuit(gate_pairs(len(self.dims)), self.dims, self.out_dims)
         self.merged = False
         self._fold: tuple[tuple, Tensor] | None = None  # (what it was built from, W0 - S)
         self.reset_parameters()
@@ -239,7 +239,7 @@ class QuanTALinear(nn.Module):
 
     def _circuit(self, rows: Tensor, gates) -> Tensor:
         """The circuit of `gates` on rows [R, in] -> [R, out] (run as dense blocks: `quanta_circuit`)."""
-        return run_circuit(rows, list(gates), self.dims, self._blocks, self._final_permute)
+        return run_circuit(rows, list(gates), self._plan)
 
     def delta_weight(self) -> Tensor:
         """The adapter as one [out, in] matrix, T - S (the circuits applied to the identity)."""
@@ -272,8 +272,12 @@ class QuanTALinear(nn.Module):
             y, delta = self.base_layer(x), t - t.detach()
         elif self.training and isinstance(self.dropout, nn.Dropout):
             y, delta = self.base_layer(x), self._circuit(rows, self.quanta_T) - self._circuit(rows, self.frozen_gates())
-        else:
-            y, delta = F.linear(x, self.folded_weight(), self.bias), self._circuit(rows, self.quanta_T)
+        else:  # one pass: rows @ (W0 - S).T + b + T(rows), in autocast's dtype where it is on
+            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+            fold, bias = self.folded_weight().to(dtype), None if self.bias is None else self.bias.to(dtype)
+            with torch.autocast(x.device.type, enabled=False):
+                y = run_circuit(rows.to(dtype), list(self.quanta_T), self._plan, fold, bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
         return y + delta.reshape(*x.shape[:-1], self.out_features).to(y.dtype)
 
     @torch.no_grad()

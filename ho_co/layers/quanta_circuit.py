@@ -15,6 +15,13 @@ QuanTA's official 4-axis split of 4096, (16, 8, 8, 4), the six gates become thre
 on axes (1, 2, 3), (0, 2, 3) and (0, 1), of 256, 512 and 128 values: twice the gates' flops
 in three large GEMMs instead of six small ones, three copies instead of about twelve, and half
 the activations kept for backward.
+
+The blocks run inside one autograd function (`CircuitFunction`) that owns its work buffers:
+each GEMM writes into a buffer the step already holds, the last block is added into the base
+layer's output in place (reading it through the final permutation), and backward accumulates
+the input gradient into the base layer's with a GEMM. On a CPU a fresh activation-sized tensor
+costs more in page faults than the copy or add that fills it, so this keeps a training step
+to about as many of them as a LoRA step makes.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 BLOCK_LIMIT = 512  # widest block (input or output values): wider ones cost more flops than they save
 
@@ -34,17 +42,33 @@ class CircuitBlock:
     """Consecutive gates run as one dense [K_in, K_out] matrix over `axes`."""
 
     gates: tuple[int, ...]  # indices into the circuit's gate list, in the order they act
-    axes: tuple[int, ...]  # the axes the block acts on, ascending
-    in_sizes: tuple[int, ...]  # sizes of `axes` before the block
-    equations: tuple[str, ...]  # one einsum per gate on [rows, *axes], to build the matrix
-    permute: tuple[int, ...] | None  # moves `axes` last in the activation's layout (None: already)
+    in_axes: tuple[int, ...]  # the axes the block acts on, in the order the activation holds them
+    axes: tuple[int, ...]  # the same axes ascending: the order the block writes them in
+    in_sizes: tuple[int, ...]  # sizes of `in_axes` before the block
+    equations: tuple[str, ...]  # one einsum per gate on [rows, *in_axes], to build the matrix
+    before: tuple[int, ...]  # the activation's axis sizes before the block, in its layout then
+    permute: tuple[int, ...] | None  # moves `in_axes` last in the activation's layout (None: already)
     shape: tuple[int, ...]  # the activation's axis sizes after the block, in its new layout
 
 
-def circuit_blocks(pairs: Sequence[tuple[int, int]], dims: Sequence[int], out_dims: Sequence[int],
-                   limit: int = BLOCK_LIMIT) -> tuple[list[CircuitBlock], tuple[int, ...] | None]:
-    """The blocks of the circuit whose gate i acts on axes pairs[i], and the final permutation
-    back to the canonical axis order (None when the layout already is)."""
+@dataclass(frozen=True)
+class Circuit:
+    """A circuit's plan: its blocks in order, and the permutation back to the canonical order."""
+
+    dims: tuple[int, ...]
+    out_dims: tuple[int, ...]
+    blocks: tuple[CircuitBlock, ...]
+    final: tuple[int, ...] | None  # None when the last block leaves the canonical order
+
+    @property
+    def widest(self) -> int:
+        """The most features any stage of the activation has (sizes the work buffers)."""
+        return max(math.prod(self.dims), *(math.prod(b.shape) for b in self.blocks))
+
+
+def plan_circuit(pairs: Sequence[tuple[int, int]], dims: Sequence[int], out_dims: Sequence[int],
+                 limit: int = BLOCK_LIMIT) -> Circuit:
+    """The blocks of the circuit whose gate i acts on axes pairs[i], from `dims` to `out_dims`."""
     groups, remaining = [], list(range(len(pairs)))
     while remaining:
         group, skipped, axes = [remaining[0]], [], set(pairs[remaining[0]])
@@ -62,26 +86,34 @@ def circuit_blocks(pairs: Sequence[tuple[int, int]], dims: Sequence[int], out_di
     sizes, order = list(dims), list(range(len(dims)))  # axis sizes now; logical axis at each position
     blocks = []
     for group, axes in groups:
-        in_sizes = tuple(sizes[a] for a in axes)
-        letters = {a: chr(ord("a") + i) for i, a in enumerate(axes)}
+        # The block reads its axes in the order the activation holds them and writes them in
+        # ascending order: each permute then moves whole runs of axes (a plain transpose when
+        # there are two runs) instead of interleaving them.
+        in_axes = tuple(a for a in order if a in axes)
+        before, in_sizes = tuple(sizes[a] for a in order), tuple(sizes[a] for a in in_axes)
+        letters = {a: chr(ord("a") + i) for i, a in enumerate(in_axes)}
         equations = []
         for gate in group:
             m, n = pairs[gate]
-            before = "".join(letters[a] for a in axes)
-            after = before.replace(letters[m], "Y").replace(letters[n], "Z")
-            equations.append(f"r{before},YZ{letters[m]}{letters[n]}->r{after}")
+            old = "".join(letters[a] for a in in_axes)
+            new = old.replace(letters[m], "Y").replace(letters[n], "Z")
+            equations.append(f"r{old},YZ{letters[m]}{letters[n]}->r{new}")
             sizes[m], sizes[n] = out_dims[m], out_dims[n]
-        new_order = [a for a in order if a not in axes] + list(axes)
-        permute = None if new_order == order else (0, *(1 + order.index(a) for a in new_order))
-        order = new_order
-        blocks.append(CircuitBlock(tuple(group), axes, in_sizes, tuple(equations), permute,
+        others = [a for a in order if a not in axes]
+        permute = None if others + list(in_axes) == order else (0, *(1 + order.index(a) for a in others + list(in_axes)))
+        order = others + list(axes)
+        blocks.append(CircuitBlock(tuple(group), in_axes, axes, in_sizes, tuple(equations), before, permute,
                                    tuple(sizes[a] for a in order)))
     final = None if order == sorted(order) else (0, *(1 + order.index(a) for a in range(len(dims))))
-    return blocks, final
+    return Circuit(tuple(dims), tuple(out_dims), tuple(blocks), final)
 
 
 def _width(axes: set[int], dims: Sequence[int], out_dims: Sequence[int]) -> int:
     return max(math.prod(dims[a] for a in axes), math.prod(out_dims[a] for a in axes))
+
+
+def _inverse(permutation: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(range(len(permutation)), key=permutation.__getitem__))
 
 
 def block_matrix(block: CircuitBlock, gates: Sequence[Tensor]) -> Tensor:
@@ -91,21 +123,98 @@ def block_matrix(block: CircuitBlock, gates: Sequence[Tensor]) -> Tensor:
     h = h.reshape(k_in, *block.in_sizes)
     for equation, gate in zip(block.equations, (gates[i] for i in block.gates)):
         h = torch.einsum(equation, h, gate)
-    return h.reshape(k_in, -1)
+    return h.permute(0, *(1 + block.in_axes.index(a) for a in block.axes)).reshape(k_in, -1)
 
 
-def run_circuit(rows: Tensor, gates: Sequence[Tensor], dims: Sequence[int], blocks: Sequence[CircuitBlock],
-                final: tuple[int, ...] | None) -> Tensor:
-    """rows [R, prod(dims)] through the circuit -> [R, prod(out_dims)], in rows' dtype.
+def run_circuit(rows: Tensor, gates: Sequence[Tensor], circuit: Circuit,
+                weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+    """rows [R, prod(dims)] through the circuit -> [R, prod(out_dims)]; with `weight` (and
+    `bias`), rows @ weight.T + bias is added in the same pass, as a linear layer beside it.
 
-    Block matrices are formed in the gates' dtype and rounded once to the rows' dtype.
+    Block matrices are formed in the gates' dtype and rounded once to the rows' dtype; weight
+    and bias must already have the rows' dtype (the caller resolves autocast).
     """
-    h = rows.reshape(-1, *dims)
-    for block in blocks:
-        matrix = block_matrix(block, gates).to(h.dtype)
-        if block.permute is not None:
-            h = h.permute(block.permute)
-        h = (h.reshape(-1, matrix.shape[0]) @ matrix).view(-1, *block.shape)
-    if final is not None:
-        h = h.permute(final)
-    return h.reshape(rows.shape[0], -1)
+    matrices = [block_matrix(block, gates).to(rows.dtype) for block in circuit.blocks]
+    return CircuitFunction.apply(circuit, rows, weight, bias, *matrices)
+
+
+class CircuitFunction(torch.autograd.Function):
+    """The blocks' GEMMs with explicit work buffers (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, circuit: Circuit, rows: Tensor, weight: Tensor | None, bias: Tensor | None,
+                *matrices: Tensor) -> Tensor:
+        n_rows = rows.shape[0]
+        h, inputs, work = rows.reshape(n_rows, *circuit.dims), [], None
+        for i, (block, matrix) in enumerate(zip(circuit.blocks, matrices)):
+            if block.permute is not None:
+                h = h.permute(block.permute).contiguous()  # kept for backward
+            if work is not None and h.data_ptr() == work.data_ptr():
+                work = None  # h still lives in the work buffer (no permute, or one of size-1 axes)
+            inputs.append(h)
+            if work is None:
+                work = rows.new_empty(n_rows * circuit.widest)
+            out = _view(work, n_rows * math.prod(block.shape) // matrix.shape[1], (matrix.shape[1],))
+            h = torch.mm(h.reshape(-1, matrix.shape[0]), matrix, out=out).view(n_rows, *block.shape)
+        canonical = h if circuit.final is None else h.permute(circuit.final)
+        if weight is None:
+            y = rows.new_empty(n_rows, math.prod(circuit.out_dims))
+            y.view(n_rows, *circuit.out_dims).copy_(canonical)
+        else:
+            y = torch.mm(rows, weight.T) if bias is None else torch.addmm(bias, rows, weight.T)
+            y.view(n_rows, *circuit.out_dims).add_(canonical)
+        ctx.circuit = circuit
+        ctx.save_for_backward(rows, weight, *matrices, *inputs)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        circuit, n_rows = ctx.circuit, grad.shape[0]
+        rows, weight, *saved = ctx.saved_tensors
+        matrices, inputs = saved[: len(circuit.blocks)], saved[len(circuit.blocks):]
+        need_rows, need_weight, need_bias = ctx.needs_input_grad[1:4]
+        grad_rows = grad.mm(weight) if need_rows and weight is not None else None
+        grad_weight = grad.T.mm(rows) if need_weight else None
+        grad_bias = grad.sum(0) if need_bias else None
+
+        buffers: list[Tensor] = []
+
+        def buffer_beside(live: Tensor) -> Tensor:
+            """A work buffer that `live` does not occupy (at most two are made)."""
+            for buffer in buffers:
+                if buffer.data_ptr() != live.data_ptr():
+                    return buffer
+            buffers.append(grad.new_empty(n_rows * circuit.widest))
+            return buffers[-1]
+
+        if circuit.final is None:
+            g = grad.contiguous()
+        else:  # the gradient in the layout the last block left
+            g = _view(buffer_beside(grad), n_rows, circuit.blocks[-1].shape)
+            g.copy_(grad.reshape(n_rows, *circuit.out_dims).permute(_inverse(circuit.final)))
+        grad_matrices: list[Tensor | None] = [None] * len(matrices)
+        for i in reversed(range(len(matrices))):
+            block, matrix, h = circuit.blocks[i], matrices[i], inputs[i]
+            g = g.reshape(-1, matrix.shape[1])
+            if ctx.needs_input_grad[4 + i]:
+                grad_matrices[i] = h.reshape(-1, matrix.shape[0]).T.mm(g)
+            if i == 0 and not need_rows:
+                break
+            if i == 0 and block.permute is None and grad_rows is not None:
+                grad_rows.view(-1, matrix.shape[0]).addmm_(g, matrix.T)  # h is rows: accumulate
+                break
+            out = _view(buffer_beside(g), h.numel() // matrix.shape[0], (matrix.shape[0],))
+            g = torch.mm(g, matrix.T, out=out).view(h.shape)  # the gradient of h
+            if block.permute is not None:  # undo the permute that made h
+                back = _view(buffer_beside(g), n_rows, block.before)
+                g = back.copy_(g.permute(_inverse(block.permute)))
+            if i == 0:
+                g = g.reshape(n_rows, -1)
+                grad_rows = g.clone() if grad_rows is None else grad_rows.add_(g)
+        return (None, grad_rows, grad_weight, grad_bias, *grad_matrices)
+
+
+def _view(buffer: Tensor, n_rows: int, shape: Sequence[int]) -> Tensor:
+    """The front of a flat work buffer as a [n_rows, *shape] tensor."""
+    return buffer[: n_rows * math.prod(shape)].view(n_rows, *shape)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ho_co.layers import QuanTALinear
 from ho_co.layers.quanta import factorize, gate_pairs, gate_shapes, official_dims, quanta_dims
-from ho_co.layers.quanta_circuit import circuit_blocks, run_circuit
+from ho_co.layers.quanta_circuit import plan_circuit, run_circuit
 
 F64 = torch.float64
 
@@ -72,21 +72,50 @@ def test_forward_equals_explicit_operator(dims, out_dims):
 def test_blocked_circuit_is_the_gate_by_gate_operator(dims, out_dims, limit):
     torch.manual_seed(2)
     gates = [torch.randn(s, dtype=F64, requires_grad=True) for s in gate_shapes(dims, out_dims)]
-    blocks, final = circuit_blocks(gate_pairs(len(dims)), dims, out_dims, limit)
-    assert sorted(g for block in blocks for g in block.gates) == list(range(len(gates)))
-    x = torch.randn(5, math.prod(dims), dtype=F64)
+    circuit = plan_circuit(gate_pairs(len(dims)), dims, out_dims, limit)
+    assert sorted(g for block in circuit.blocks for g in block.gates) == list(range(len(gates)))
+    x = torch.randn(5, math.prod(dims), dtype=F64, requires_grad=True)
     g = torch.randn(5, math.prod(out_dims), dtype=F64)
-    got = run_circuit(x, gates, dims, blocks, final)
+    got = run_circuit(x, gates, circuit)
     expected = x @ circuit_matrix(gates, dims, out_dims).T
     torch.testing.assert_close(got, expected)
-    for a, b in zip(torch.autograd.grad(got, gates, g), torch.autograd.grad(expected, gates, g)):
+    for a, b in zip(torch.autograd.grad(got, [x, *gates], g), torch.autograd.grad(expected, [x, *gates], g)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("limit", [1, 12, 10**6])
+@pytest.mark.parametrize("dims,out_dims", SHAPES)
+def test_circuit_beside_a_linear_layer_is_their_sum(dims, out_dims, limit):
+    """With weight and bias, one pass gives rows @ W.T + b + circuit(rows) and all their gradients."""
+    torch.manual_seed(3)
+    gates = [torch.randn(s, dtype=F64, requires_grad=True) for s in gate_shapes(dims, out_dims)]
+    circuit = plan_circuit(gate_pairs(len(dims)), dims, out_dims, limit)
+    x = torch.randn(7, math.prod(dims), dtype=F64, requires_grad=True)
+    weight = torch.randn(math.prod(out_dims), math.prod(dims), dtype=F64, requires_grad=True)
+    bias = torch.randn(math.prod(out_dims), dtype=F64, requires_grad=True)
+    g = torch.randn(7, math.prod(out_dims), dtype=F64)
+    got = run_circuit(x, gates, circuit, weight, bias)
+    expected = x @ (weight + circuit_matrix(gates, dims, out_dims)).T + bias
+    torch.testing.assert_close(got, expected)
+    inputs = [x, weight, bias, *gates]
+    for a, b in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(expected, inputs, g)):
+        torch.testing.assert_close(a, b)
+    # Only what needs a gradient gets one; an expanded gradient (from .sum()) reads the same.
+    frozen = run_circuit(x.detach(), gates, circuit, weight.detach())
+    expected = x.detach() @ (weight.detach() + circuit_matrix(gates, dims, out_dims)).T
+    for a, b in zip(torch.autograd.grad(frozen.sum(), gates), torch.autograd.grad(expected.sum(), gates)):
         torch.testing.assert_close(a, b)
 
 
 def test_official_split_runs_as_three_blocks():
     """(16, 8, 8, 4): gates (2,3), (1,3), (1,2) on axes 1-3; (0,3), (0,2) on 0, 2, 3; then (0,1)."""
-    blocks, _ = circuit_blocks(gate_pairs(4), (16, 8, 8, 4), (16, 8, 8, 4))
-    assert [(b.gates, b.axes) for b in blocks] == [((0, 1, 3), (1, 2, 3)), ((2, 4), (0, 2, 3)), ((5,), (0, 1))]
+    circuit = plan_circuit(gate_pairs(4), (16, 8, 8, 4), (16, 8, 8, 4))
+    assert [(b.gates, b.axes) for b in circuit.blocks] == [((0, 1, 3), (1, 2, 3)), ((2, 4), (0, 2, 3)), ((5,), (0, 1))]
+    # Each block reads its axes as the activation holds them, so the permutes move whole runs:
+    # [a0 | a1 | a2 a3] -> [a1 | a0 a2 a3]; [a1 a0 | a2 a3] -> [a2 a3 | a1 a0]; back: [a2 a3 | a0 a1].
+    assert [b.in_axes for b in circuit.blocks] == [(1, 2, 3), (0, 2, 3), (1, 0)]
+    assert [b.permute for b in circuit.blocks] == [None, (0, 2, 1, 3, 4), (0, 3, 4, 1, 2)]
+    assert circuit.final == (0, 3, 4, 1, 2)
 
 
 def test_seed_example_n3_formula():
