@@ -174,16 +174,22 @@ class CircuitFunction(torch.autograd.Function):
         rows, weight, *saved = ctx.saved_tensors
         matrices, inputs = saved[: len(circuit.blocks)], saved[len(circuit.blocks):]
         need_rows, need_weight, need_bias = ctx.needs_input_grad[1:4]
-        grad_rows = grad.mm(weight) if need_rows and weight is not None else None
         grad_weight = grad.T.mm(rows) if need_weight else None
         grad_bias = grad.sum(0) if need_bias else None
+        grad_rows = grad.new_empty(rows.shape) if need_rows else None
+        # Two work buffers take turns; grad_rows can be one of them until the base layer's
+        # gradient is written to it, if it is the one the circuit's last write does not land in.
+        buffers: list[Tensor | None] = [None, None]
+        if need_rows and rows.numel() >= n_rows * circuit.widest:
+            writes = (circuit.final is not None) + sum(1 + (b.permute is not None) for b in circuit.blocks[1:])
+            buffers[writes % 2] = grad_rows.view(-1)
 
-        buffers: list[Tensor] = []
-
-        def buffer_beside(live: Tensor) -> Tensor:
-            """A work buffer that `live` does not occupy (at most two are made)."""
-            for buffer in buffers:
-                if buffer.data_ptr() != live.data_ptr():
+        def buffer_beside(*live: Tensor) -> Tensor:
+            """A work buffer that none of `live` occupies (made when first needed)."""
+            for k, buffer in enumerate(buffers):
+                if buffer is None:
+                    buffers[k] = buffer = grad.new_empty(n_rows * circuit.widest)
+                if all(buffer.data_ptr() != t.data_ptr() for t in live):
                     return buffer
             buffers.append(grad.new_empty(n_rows * circuit.widest))
             return buffers[-1]
@@ -199,20 +205,31 @@ class CircuitFunction(torch.autograd.Function):
             g = g.reshape(-1, matrix.shape[1])
             if ctx.needs_input_grad[4 + i]:
                 grad_matrices[i] = h.reshape(-1, matrix.shape[0]).T.mm(g)
-            if i == 0 and not need_rows:
-                break
-            if i == 0 and block.permute is None and grad_rows is not None:
-                grad_rows.view(-1, matrix.shape[0]).addmm_(g, matrix.T)  # h is rows: accumulate
-                break
-            out = _view(buffer_beside(g), h.numel() // matrix.shape[0], (matrix.shape[0],))
-            g = torch.mm(g, matrix.T, out=out).view(h.shape)  # the gradient of h
-            if block.permute is not None:  # undo the permute that made h
-                back = _view(buffer_beside(g), n_rows, block.before)
-                g = back.copy_(g.permute(_inverse(block.permute)))
             if i == 0:
-                g = g.reshape(n_rows, -1)
-                grad_rows = g.clone() if grad_rows is None else grad_rows.add_(g)
+                break
+            g = _gemm_back(g, matrix, h, block, buffer_beside)
+
+        if need_rows:
+            first = circuit.blocks[0]
+            if weight is not None:
+                torch.mm(grad, weight, out=grad_rows)
+            if first.permute is None and weight is not None:  # h is rows: accumulate
+                grad_rows.view(-1, matrices[0].shape[0]).addmm_(g, matrices[0].T)
+            else:
+                circuit_part = _gemm_back(g, matrices[0], inputs[0], first, lambda *live: buffer_beside(grad_rows, *live))
+                target = grad_rows.view(circuit_part.shape)
+                (target.copy_ if weight is None else target.add_)(circuit_part)
         return (None, grad_rows, grad_weight, grad_bias, *grad_matrices)
+
+
+def _gemm_back(g: Tensor, matrix: Tensor, h: Tensor, block: CircuitBlock, buffer_beside) -> Tensor:
+    """The gradient before `block` from the one after it, in the layout before its permute."""
+    out = _view(buffer_beside(g), h.numel() // matrix.shape[0], (matrix.shape[0],))
+    g = torch.mm(g, matrix.T, out=out).view(h.shape)
+    if block.permute is None:
+        return g
+    back = _view(buffer_beside(g), h.shape[0], block.before)
+    return back.copy_(g.permute(_inverse(block.permute)))
 
 
 def _view(buffer: Tensor, n_rows: int, shape: Sequence[int]) -> Tensor:
