@@ -53,7 +53,6 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ho_co.layers.quanta_circuit import plan_circuit, run_circuit
 

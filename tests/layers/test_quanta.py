@@ -344,6 +344,22 @@ def test_fold_in_bfloat16_rounds_once_and_keeps_the_base():
     torch.testing.assert_close(y, base(x), rtol=0, atol=2e-2)  # T - S = 0 up to bf16 rounding
 
 
+def test_trained_adapter_under_bfloat16_autocast():
+    """The one-pass path runs in autocast's dtype, as F.linear and the circuit would on their own."""
+    torch.manual_seed(13)
+    layer = QuanTALinear(nn.Linear(64, 32), dims=(4, 4, 4), out_dims=(4, 4, 2))
+    randomize(layer, 0.1)
+    x = torch.randn(6, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        expected = unfolded(layer, x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), expected.float(), rtol=2e-2, atol=5e-2)
+    (grad,) = torch.autograd.grad(y.float().sum(), x)
+    assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
+    assert layer.quanta_T[0].grad is None  # nothing accumulated by autograd.grad
+
+
 def test_dropout_keeps_S_beside_T_while_training():
     torch.manual_seed(11)
     layer = QuanTALinear(nn.Linear(24, 24), dims=(2, 3, 4), dropout=0.5)
