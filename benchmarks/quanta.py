@@ -10,7 +10,7 @@ state, where S is folded into the base weight and each step runs the base matmul
 PEFT's (`pip install peft`), else a plain B @ A of the same rank; its rank r gives r * (in +
 out) parameters, the nearest to QuanTA's gate count.
 Merged inference = `merge_and_unload` output vs the base nn.Linear (both under no_grad):
-the ratio should be 1. The cases take turns (see `interleaved`), so the ratios hold on a
+the ratio should be 1. The cases take turns (benchmarks/timing.py), so the ratios hold on a
 shared machine better than the absolute times.
 """
 
@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import statistics
-from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from ho_co.adapters import apply_quanta, merge_and_unload
+from timing import interleaved, median_ratio, medians, timed
 
 
 class OneLayer(nn.Module):
@@ -75,24 +73,6 @@ def inference(model: nn.Module, x: torch.Tensor):
     return run
 
 
-def interleaved(cases: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per case and round, the cases taking turns each round so that a busy machine
-    slows them alike. Timer.timeit synchronizes CUDA."""
-    for run in cases.values():  # warm-up: allocator, kernels, PEFT's first call
-        run()
-    times: dict[str, list[float]] = {label: [] for label in cases}
-    for round_ in range(rounds):
-        for label, run in cases.items():
-            times[label].append(benchmark.Timer("run()", globals={"run": run}).timeit(1).mean)
-        print(f"  round {round_ + 1}/{rounds}: " + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times.items()), flush=True)
-    return times
-
-
-def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
-    """Median over rounds of a/b within each round (both timed seconds apart)."""
-    return statistics.median(x / y for x, y in zip(times[a], times[b]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", type=int, default=4096)
@@ -132,24 +112,24 @@ def main() -> None:
           f"(the base weight's size; the gates take {n_quanta * 4 / 2**20:.1f} MiB)")
 
     merged = merge_and_unload(copy.deepcopy(quanta))
-    t = interleaved(
-        {
-            "base": train_step(base, x),
-            "lora": train_step(lora, x),
-            "quanta": train_step(quanta, x),
-            "base-infer": inference(base, x.detach()),
-            "merged-infer": inference(merged, x.detach()),
-        },
-        args.rounds,
-    )
+    cases = {
+        "base": train_step(base, x),
+        "lora": train_step(lora, x),
+        "quanta": train_step(quanta, x),
+        "base-infer": inference(base, x.detach()),
+        "merged-infer": inference(merged, x.detach()),
+    }
+    print(f"{args.rounds} rounds of {len(cases)} cases, taking turns...", flush=True)
+    t = interleaved({label: timed(run, device) for label, run in cases.items()}, args.rounds, warmup=1)
     print("median seconds:")
-    for label, seconds in t.items():
-        print(f"  {label:<14} {statistics.median(seconds) * 1e3:10.1f} ms")
+    for label, seconds in medians(t).items():
+        print(f"  {label:<14} {seconds * 1e3:10.1f} ms")
     print("ratios (median over rounds of the ratio within a round):")
-    print(f"  QuanTA / LoRA   training step  {ratio(t, 'quanta', 'lora'):6.2f}x")
-    print(f"  QuanTA / base   training step  {ratio(t, 'quanta', 'base'):6.2f}x")
-    print(f"  LoRA   / base   training step  {ratio(t, 'lora', 'base'):6.2f}x")
-    print(f"  merged / base   inference      {ratio(t, 'merged-infer', 'base-infer'):6.2f}x")
+    print(f"  QuanTA / LoRA   training step  {median_ratio(t, 'quanta', 'lora'):6.2f}x")
+    print(f"  QuanTA / base   training step  {median_ratio(t, 'quanta', 'base'):6.2f}x")
+    print(f"  LoRA   / base   training step  {median_ratio(t, 'lora', 'base'):6.2f}x")
+    print(f"  merged / base   inference      {median_ratio(t, 'merged-infer', 'base-infer'):6.2f}x")
+
 
 if __name__ == "__main__":
     main()
