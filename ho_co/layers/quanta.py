@@ -35,7 +35,8 @@ buffers (saved with the state dict, never seen by an optimizer); the base layer 
 
 Cost. As in the official code, S is folded into the base weight once, W0 - S (a dense
 [out, in] matrix), so a training step runs the base matmul and the T circuit only (as a few
-dense blocks of neighbouring gates, one GEMM each: `quanta_circuit`). The fold
+dense blocks of neighbouring gates, one GEMM each, in one autograd function with the base
+matmul: `quanta_circuit`). The fold
 is a separate tensor (one more matrix of the base's size and dtype per layer, not saved):
 `base_layer.weight` keeps W0's bits, so merge/unmerge and save/load see the unfolded layer.
 It is formed in float32 (the gates' dtype) and rounded once to the base dtype, and rebuilt
