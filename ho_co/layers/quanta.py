@@ -273,7 +273,8 @@ class QuanTALinear(nn.Module):
         elif self.training and isinstance(self.dropout, nn.Dropout):
             y, delta = self.base_layer(x), self._circuit(rows, self.quanta_T) - self._circuit(rows, self.frozen_gates())
         else:  # one pass: rows @ (W0 - S).T + b + T(rows), in autocast's dtype where it is on
-            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+            autocast = torch.is_autocast_enabled(x.device.type)
+            dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
             fold, bias = self.folded_weight().to(dtype), None if self.bias is None else self.bias.to(dtype)
             with torch.autocast(x.device.type, enabled=False):
                 y = run_circuit(rows.to(dtype), list(self.quanta_T), self._plan, fold, bias)

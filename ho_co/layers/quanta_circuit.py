@@ -100,7 +100,8 @@ def plan_circuit(pairs: Sequence[tuple[int, int]], dims: Sequence[int], out_dims
             equations.append(f"r{old},YZ{letters[m]}{letters[n]}->r{new}")
             sizes[m], sizes[n] = out_dims[m], out_dims[n]
         others = [a for a in order if a not in axes]
-        permute = None if others + list(in_axes) == order else (0, *(1 + order.index(a) for a in others + list(in_axes)))
+        moved = others + list(in_axes)
+        permute = None if moved == order else (0, *(1 + order.index(a) for a in moved))
         order = others + list(axes)
         blocks.append(CircuitBlock(tuple(group), in_axes, axes, in_sizes, tuple(equations), before, permute,
                                    tuple(sizes[a] for a in order)))
@@ -210,25 +211,27 @@ class CircuitFunction(torch.autograd.Function):
             g = _gemm_back(g, matrix, h, block, buffer_beside)
 
         if need_rows:
-            first = circuit.blocks[0]
+            first, matrix = circuit.blocks[0], matrices[0]
+            part = None if first.permute is None else _gemm_back(g, matrix, inputs[0], first, buffer_beside, grad_rows)
             if weight is not None:
                 torch.mm(grad, weight, out=grad_rows)
-            if first.permute is None and weight is not None:  # h is rows: accumulate
-                grad_rows.view(-1, matrices[0].shape[0]).addmm_(g, matrices[0].T)
+            elif part is not None:
+                grad_rows.zero_()
+            if part is None:  # h is rows: one GEMM onto what grad_rows holds
+                grad_rows.view(-1, matrix.shape[0]).addmm_(g, matrix.T, beta=0 if weight is None else 1)
             else:
-                circuit_part = _gemm_back(g, matrices[0], inputs[0], first, lambda *live: buffer_beside(grad_rows, *live))
-                target = grad_rows.view(circuit_part.shape)
-                (target.copy_ if weight is None else target.add_)(circuit_part)
+                grad_rows.add_(part.reshape(grad_rows.shape))
         return (None, grad_rows, grad_weight, grad_bias, *grad_matrices)
 
 
-def _gemm_back(g: Tensor, matrix: Tensor, h: Tensor, block: CircuitBlock, buffer_beside) -> Tensor:
-    """The gradient before `block` from the one after it, in the layout before its permute."""
-    out = _view(buffer_beside(g), h.numel() // matrix.shape[0], (matrix.shape[0],))
+def _gemm_back(g: Tensor, matrix: Tensor, h: Tensor, block: CircuitBlock, buffer_beside, *keep: Tensor) -> Tensor:
+    """The gradient before `block` from the one after it, in the layout before its permute,
+    written to work buffers that neither g nor `keep` occupy."""
+    out = _view(buffer_beside(g, *keep), h.numel() // matrix.shape[0], (matrix.shape[0],))
     g = torch.mm(g, matrix.T, out=out).view(h.shape)
     if block.permute is None:
         return g
-    back = _view(buffer_beside(g), h.shape[0], block.before)
+    back = _view(buffer_beside(g, *keep), h.shape[0], block.before)
     return back.copy_(g.permute(_inverse(block.permute)))
 
 

@@ -107,6 +107,35 @@ def test_circuit_beside_a_linear_layer_is_their_sum(dims, out_dims, limit):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("pairs", [[(0, 1), (1, 2), (0, 2)], [(0, 1), (0, 1), (1, 2)]])
+@pytest.mark.parametrize("limit", [1, 6])
+def test_circuit_whose_first_block_needs_a_permute(pairs, limit):
+    """Any gate order runs: here the first gate acts on the leading axes, so the first block
+    permutes (and in the second order, the second gate finds its axes already trailing)."""
+    torch.manual_seed(4)
+    dims, out_dims = (2, 3, 2), (3, 2, 2)
+    sizes, gates, full = list(dims), [], torch.eye(12, dtype=F64)
+    for m, n in pairs:
+        gate = torch.randn(out_dims[m], out_dims[n], sizes[m], sizes[n], dtype=F64, requires_grad=True)
+        after = sizes.copy()
+        after[m], after[n] = out_dims[m], out_dims[n]
+        full = gate_matrix(gate, m, n, sizes, after) @ full
+        gates.append(gate)
+        sizes = after
+    circuit = plan_circuit(pairs, dims, out_dims, limit)
+    assert circuit.blocks[0].permute is not None
+    x = torch.randn(4, 12, dtype=F64, requires_grad=True)
+    weight = torch.randn(12, 12, dtype=F64)
+    g = torch.randn(4, 12, dtype=F64)
+    for w in (None, weight):
+        got = run_circuit(x, gates, circuit, w)
+        expected = x @ (full if w is None else full + w).T
+        torch.testing.assert_close(got, expected)
+        expected_grads = torch.autograd.grad(expected, [x, *gates], g, retain_graph=True)
+        for a, b in zip(torch.autograd.grad(got, [x, *gates], g), expected_grads):
+            torch.testing.assert_close(a, b)
+
+
 def test_official_split_runs_as_three_blocks():
     """(16, 8, 8, 4): gates (2,3), (1,3), (1,2) on axes 1-3; (0,3), (0,2) on 0, 2, 3; then (0,1)."""
     circuit = plan_circuit(gate_pairs(4), (16, 8, 8, 4), (16, 8, 8, 4))
