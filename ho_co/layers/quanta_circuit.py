@@ -212,7 +212,9 @@ class CircuitFunction(torch.autograd.Function):
 
         if need_rows:
             first, matrix = circuit.blocks[0], matrices[0]
-            part = None if first.permute is None else _gemm_back(g, matrix, inputs[0], first, buffer_beside, grad_rows)
+            part = None  # the circuit's share when the first block permutes
+            if first.permute is not None:
+                part = _gemm_back(g, matrix, inputs[0], first, buffer_beside, grad_rows)
             if weight is not None:
                 torch.mm(grad, weight, out=grad_rows)
             elif part is not None:
