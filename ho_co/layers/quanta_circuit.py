@@ -21,7 +21,7 @@ each GEMM writes into a buffer the step already holds, the last block is added i
 layer's output in place (reading it through the final permutation), and backward accumulates
 the input gradient into the base layer's with a GEMM. On a CPU a fresh activation-sized tensor
 costs more in page faults than the copy or add that fills it, so this keeps a training step
-to about as many of them as a LoRA step makes.
+to six of them (the base layer's own two included; a PEFT LoRA step makes eight).
 """
 
 from __future__ import annotations
