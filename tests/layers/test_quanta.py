@@ -24,11 +24,12 @@ def gate_matrix(gate: torch.Tensor, m: int, n: int, before: list[int], after: li
     return full
 
 
-def circuit_matrix(gates, dims, out_dims) -> torch.Tensor:
-    """prod of the gates' full matrices, first gate rightmost: the explicit d_out x d_in operator."""
+def circuit_matrix(gates, dims, out_dims, pairs=None) -> torch.Tensor:
+    """prod of the gates' full matrices, first gate rightmost: the explicit d_out x d_in operator
+    (gates in the official order unless `pairs` names the axes of each)."""
     current = list(dims)
     full = torch.eye(math.prod(dims), dtype=gates[0].dtype)
-    for gate, (m, n) in zip(gates, gate_pairs(len(dims))):
+    for gate, (m, n) in zip(gates, pairs or gate_pairs(len(dims))):
         after = current.copy()
         after[m], after[n] = out_dims[m], out_dims[n]
         full = gate_matrix(gate, m, n, current, after) @ full
@@ -114,14 +115,11 @@ def test_circuit_whose_first_block_needs_a_permute(pairs, limit):
     permutes (and in the second order, the second gate finds its axes already trailing)."""
     torch.manual_seed(4)
     dims, out_dims = (2, 3, 2), (3, 2, 2)
-    sizes, gates, full = list(dims), [], torch.eye(12, dtype=F64)
+    sizes, gates = list(dims), []
     for m, n in pairs:
-        gate = torch.randn(out_dims[m], out_dims[n], sizes[m], sizes[n], dtype=F64, requires_grad=True)
-        after = sizes.copy()
-        after[m], after[n] = out_dims[m], out_dims[n]
-        full = gate_matrix(gate, m, n, sizes, after) @ full
-        gates.append(gate)
-        sizes = after
+        gates.append(torch.randn(out_dims[m], out_dims[n], sizes[m], sizes[n], dtype=F64, requires_grad=True))
+        sizes[m], sizes[n] = out_dims[m], out_dims[n]
+    full = circuit_matrix(gates, dims, out_dims, pairs)
     circuit = plan_circuit(pairs, dims, out_dims, limit)
     assert circuit.blocks[0].permute is not None
     x = torch.randn(4, 12, dtype=F64, requires_grad=True)
