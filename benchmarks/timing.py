@@ -2,7 +2,10 @@
 
 The machines are shared and their load drifts. A round calls every case once, in turn, so a
 drift hits all cases alike; the median over rounds ignores the odd disturbed round, and a ratio
-taken within each round (`median_ratio`) cancels what that round's load did to both sides.
+taken within each round (`median_ratio`) cancels what that round's load did to both sides. Each
+round starts one case later than the last, because a case also inherits what the one before it
+left behind (memory it just freed is cheaper to take again than memory the OS reclaimed): with a
+fixed order the same case would always get the same predecessor.
 
     times = interleaved({"linear": timed(step_a), "ho": timed(step_b)}, rounds=5, warmup=2)
     print(medians(times), median_ratio(times, "ho", "linear"))
@@ -44,7 +47,8 @@ def timed(fn: Callable[[], object], device: str | torch.device = "cpu") -> Calla
 
 def interleaved(cases: Mapping[str, Callable[[], Measurement]], rounds: int,
                 warmup: int = 0) -> dict[str, list[Measurement]]:
-    """Each case's measurements, round by round; every round calls every case once, in turn.
+    """Each case's measurements, round by round; every round calls every case once, in turn,
+    starting one case later than the round before.
 
     `warmup` rounds run first and are not kept (allocator, compilation, lazy initialisation).
     A case that raises is reported and left out of the later rounds, so one failing variant
@@ -52,8 +56,11 @@ def interleaved(cases: Mapping[str, Callable[[], Measurement]], rounds: int,
     """
     results: dict[str, list[Measurement]] = {name: [] for name in cases}
     failed: set[str] = set()
+    names = list(cases)
     for round_ in range(warmup + rounds):
-        for name, case in cases.items():
+        start = round_ % max(len(names), 1)
+        for name in names[start:] + names[:start]:
+            case = cases[name]
             if name in failed:
                 continue
             try:

@@ -11,10 +11,12 @@ is the only copy, and the canonical order is restored once at the end.
 
 Gates on disjoint axes commute, so a gate may join a block ahead of gates it skips when it
 shares no axis with any of them: the function is exactly the gate-by-gate circuit's. For
-QuanTA's official 4-axis split of 4096, (16, 8, 8, 4), the six gates become three blocks,
-on axes (1, 2, 3), (0, 2, 3) and (0, 1), of 256, 512 and 128 values: twice the gates' flops
-in three large GEMMs instead of six small ones, three copies instead of about twelve, and half
-the activations kept for backward.
+QuanTA's official 4-axis split of 4096, (16, 8, 8, 4), the six gates become four blocks,
+on axes (1, 2, 3), (0, 3), (0, 2) and (0, 1), of 256, 64, 128 and 128 values: 1.3 times the
+gates' flops in four GEMMs instead of six small ones, four copies instead of about twelve, and
+three activations kept for backward instead of five. (A limit of 512 merges the middle two into
+one block of 512 values: one GEMM, one copy and one kept activation fewer, but twice the gates'
+flops, and a slower step.)
 
 The blocks run inside one autograd function (`CircuitFunction`) that owns its work buffers:
 each GEMM writes into a buffer the step already holds, the last block is added into the base
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-BLOCK_LIMIT = 512  # widest block (input or output values): wider ones cost more flops than they save
+BLOCK_LIMIT = 256  # widest block (input or output values): wider ones cost more flops than they save
 
 
 @dataclass(frozen=True)

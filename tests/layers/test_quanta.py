@@ -134,15 +134,18 @@ def test_circuit_whose_first_block_needs_a_permute(pairs, limit):
             torch.testing.assert_close(a, b)
 
 
-def test_official_split_runs_as_three_blocks():
-    """(16, 8, 8, 4): gates (2,3), (1,3), (1,2) on axes 1-3; (0,3), (0,2) on 0, 2, 3; then (0,1)."""
+def test_official_split_runs_as_four_blocks():
+    """(16, 8, 8, 4): gates (2,3), (1,3), (1,2) on axes 1-3; then (0,3), (0,2), (0,1) one by one."""
     circuit = plan_circuit(gate_pairs(4), (16, 8, 8, 4), (16, 8, 8, 4))
-    assert [(b.gates, b.axes) for b in circuit.blocks] == [((0, 1, 3), (1, 2, 3)), ((2, 4), (0, 2, 3)), ((5,), (0, 1))]
-    # Each block reads its axes as the activation holds them, so the permutes move whole runs:
-    # [a0 | a1 | a2 a3] -> [a1 | a0 a2 a3]; [a1 a0 | a2 a3] -> [a2 a3 | a1 a0]; back: [a2 a3 | a0 a1].
-    assert [b.in_axes for b in circuit.blocks] == [(1, 2, 3), (0, 2, 3), (1, 0)]
-    assert [b.permute for b in circuit.blocks] == [None, (0, 2, 1, 3, 4), (0, 3, 4, 1, 2)]
-    assert circuit.final == (0, 3, 4, 1, 2)
+    assert [(b.gates, b.axes) for b in circuit.blocks] == [((0, 1, 3), (1, 2, 3)), ((2,), (0, 3)), ((4,), (0, 2)),
+                                                          ((5,), (0, 1))]
+    # Each block reads its axes in the order the activation holds them and writes them ascending:
+    # [a0 a1 a2 a3] -> [a1 a2 | a0 a3] -> [a1 a3 | a2 a0] -> [a3 a2 | a1 a0], written [a3 a2 a0 a1].
+    assert [b.in_axes for b in circuit.blocks] == [(1, 2, 3), (0, 3), (2, 0), (1, 0)]
+    assert [b.permute for b in circuit.blocks] == [None, (0, 2, 3, 1, 4), (0, 1, 4, 2, 3), (0, 2, 4, 1, 3)]
+    assert circuit.final == (0, 3, 4, 2, 1)
+    # A limit of 512 would merge (0,3) and (0,2): fewer blocks, more flops.
+    assert len(plan_circuit(gate_pairs(4), (16, 8, 8, 4), (16, 8, 8, 4), limit=512).blocks) == 3
 
 
 def test_seed_example_n3_formula():
