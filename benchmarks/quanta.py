@@ -11,7 +11,11 @@ PEFT's (`pip install peft`), else a plain B @ A of the same rank; its rank r giv
 out) parameters, the nearest to QuanTA's gate count.
 Merged inference = `merge_and_unload` output vs the base nn.Linear (both under no_grad):
 the ratio should be 1. The cases take turns (benchmarks/timing.py), so the ratios hold on a
-shared machine better than the absolute times.
+shared machine better than the absolute times. Where page faults are slow (VMs), glibc's default
+of handing large tensors back to the OS shows in every step; to time the layers' own work, run
+with the allocator keeping freed memory, as jemalloc or tcmalloc do:
+
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 python benchmarks/quanta.py
 """
 
 from __future__ import annotations

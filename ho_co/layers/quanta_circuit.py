@@ -22,8 +22,9 @@ The blocks run inside one autograd function (`CircuitFunction`) that owns its wo
 each GEMM writes into a buffer the step already holds, the last block is added into the base
 layer's output in place (reading it through the final permutation), and backward accumulates
 the input gradient into the base layer's with a GEMM. On a CPU a fresh activation-sized tensor
-costs more in page faults than the copy or add that fills it, so this keeps a training step
-to six of them (the base layer's own two included; a PEFT LoRA step makes eight).
+can cost more in page faults than the copy or add that fills it, so a training step makes
+four plus one per block after the first (seven for the official split; the base layer's own
+two included; a PEFT LoRA step makes eight).
 """
 
 from __future__ import annotations
