@@ -56,21 +56,20 @@ def interleaved(cases: Mapping[str, Callable[[], Measurement]], rounds: int,
     """
     results: dict[str, list[Measurement]] = {name: [] for name in cases}
     failed: set[str] = set()
-    names = list(cases)
+    order = list(cases)
     for round_ in range(warmup + rounds):
-        start = round_ % max(len(names), 1)
-        for name in names[start:] + names[:start]:
-            case = cases[name]
+        for name in order:
             if name in failed:
                 continue
             try:
-                value = case()
+                value = cases[name]()
             except Exception as err:  # noqa: BLE001 - reported, the other cases go on
                 print(f"FAILED {name}: {type(err).__name__}: {err}", flush=True)
                 failed.add(name)
                 continue
             if round_ >= warmup:
                 results[name].append(value)
+        order = order[1:] + order[:1]
     return results
 
 

@@ -37,6 +37,14 @@ def circuit_matrix(gates, dims, out_dims, pairs=None) -> torch.Tensor:
     return full
 
 
+def assert_same_function(got, expected, inputs, grad) -> None:
+    """Same values, and the same gradients into every one of `inputs` for the output gradient `grad`."""
+    torch.testing.assert_close(got, expected)
+    expected_grads = torch.autograd.grad(expected, inputs, grad, retain_graph=True)
+    for a, b in zip(torch.autograd.grad(got, inputs, grad), expected_grads):
+        torch.testing.assert_close(a, b)
+
+
 def randomize(layer: QuanTALinear, scale: float = 1.0) -> None:
     """Move T away from S, as training would."""
     with torch.no_grad():
@@ -77,11 +85,7 @@ def test_blocked_circuit_is_the_gate_by_gate_operator(dims, out_dims, limit):
     assert sorted(g for block in circuit.blocks for g in block.gates) == list(range(len(gates)))
     x = torch.randn(5, math.prod(dims), dtype=F64, requires_grad=True)
     g = torch.randn(5, math.prod(out_dims), dtype=F64)
-    got = run_circuit(x, gates, circuit)
-    expected = x @ circuit_matrix(gates, dims, out_dims).T
-    torch.testing.assert_close(got, expected)
-    for a, b in zip(torch.autograd.grad(got, [x, *gates], g), torch.autograd.grad(expected, [x, *gates], g)):
-        torch.testing.assert_close(a, b)
+    assert_same_function(run_circuit(x, gates, circuit), x @ circuit_matrix(gates, dims, out_dims).T, [x, *gates], g)
 
 
 @pytest.mark.parametrize("limit", [1, 12, 10**6])
@@ -97,10 +101,7 @@ def test_circuit_beside_a_linear_layer_is_their_sum(dims, out_dims, limit):
     g = torch.randn(7, math.prod(out_dims), dtype=F64)
     got = run_circuit(x, gates, circuit, weight, bias)
     expected = x @ (weight + circuit_matrix(gates, dims, out_dims)).T + bias
-    torch.testing.assert_close(got, expected)
-    inputs = [x, weight, bias, *gates]
-    for a, b in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(expected, inputs, g)):
-        torch.testing.assert_close(a, b)
+    assert_same_function(got, expected, [x, weight, bias, *gates], g)
     # Only what needs a gradient gets one; an expanded gradient (from .sum()) reads the same.
     frozen = run_circuit(x.detach(), gates, circuit, weight.detach())
     expected = x.detach() @ (weight.detach() + circuit_matrix(gates, dims, out_dims)).T
@@ -126,12 +127,8 @@ def test_circuit_whose_first_block_needs_a_permute(pairs, limit):
     weight = torch.randn(12, 12, dtype=F64)
     g = torch.randn(4, 12, dtype=F64)
     for w in (None, weight):
-        got = run_circuit(x, gates, circuit, w)
         expected = x @ (full if w is None else full + w).T
-        torch.testing.assert_close(got, expected)
-        expected_grads = torch.autograd.grad(expected, [x, *gates], g, retain_graph=True)
-        for a, b in zip(torch.autograd.grad(got, [x, *gates], g), expected_grads):
-            torch.testing.assert_close(a, b)
+        assert_same_function(run_circuit(x, gates, circuit, w), expected, [x, *gates], g)
 
 
 def test_official_split_runs_as_four_blocks():
