@@ -208,10 +208,14 @@ def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, required=True, help="number of instances (B)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out that holds another kind of file")
 
     def run(args: argparse.Namespace) -> int:
+        from ho_co.outputs import check_output
         from ho_co.problems import generate_atsp, generate_tsp, save_instances
 
+        _check_make_data(args)
+        check_output(args.out, "instances", overwrite=args.overwrite)
         if args.problem == "tsp":
             path = save_instances(args.out, locs=generate_tsp(args.num_loc, args.size, args.seed))
         else:
@@ -220,6 +224,49 @@ def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
         return 0
 
     p.set_defaults(handler=run)
+
+
+SEED_MAX = 2**32 - 1  # numpy's RandomState takes seeds 0 .. 2**32 - 1
+
+
+def _check_make_data(args: argparse.Namespace) -> None:
+    """Refuse a set that cannot be made before any allocation: numpy would raise MemoryError
+    (or the machine swap) only after trying."""
+    from ho_co.problems.instances import generation_bytes
+
+    if args.num_loc < 3:
+        raise ValueError(f"--num-loc must be at least 3, got {args.num_loc}")
+    if args.size < 1:
+        raise ValueError(f"--size must be at least 1, got {args.size}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ValueError(f"--seed must be between 0 and 2**32 - 1 (numpy's seed range), got {args.seed}")
+    if not args.out.endswith(".npz"):
+        raise ValueError(f"--out {args.out}: instance files are written as .npz")
+    need, have = generation_bytes(args.problem, args.num_loc, args.size), _available_memory()
+    if need > have:
+        raise ValueError(f"--size {args.size} of {args.problem.upper()}-{args.num_loc} needs about "
+                         f"{_bytes(need)} of memory to generate; {_bytes(have)} is available")
+
+
+def _available_memory() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}"
+        n /= 1024
 
 
 def _cmd_solve(sub: argparse._SubParsersAction) -> None:
@@ -232,27 +279,74 @@ def _cmd_solve(sub: argparse._SubParsersAction) -> None:
                    "of NAME.npz for several files)")
     p.add_argument("--workers", type=int, default=1, help="solver processes (default 1)")
     p.add_argument("--time-limit", type=float, help="seconds per instance (concorde, exact, ortools)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output that holds another kind of file (an input never is)")
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
+        from ho_co.problems import instance_files
+        from ho_co.solvers import default_optimal_solver
+        from ho_co.solvers.driver import sigterm_raises
 
-        from ho_co.problems import instance_files, load_instances
-        from ho_co.solvers import default_optimal_solver, solve_instances
-
+        _check_time_limit(args.time_limit)
         solver = args.solver or default_optimal_solver()
         files = instance_files(args.instances)
-        for path in files:
-            inst = load_instances(path)
-            out = Path(args.out) / f"{path.stem}.npz" if len(files) > 1 else Path(args.out)
-            refs = solve_instances(solver, inst, out=out, workers=args.workers, time_limit=args.time_limit)
-            what = f"{inst.name} ({inst.edge_weight_type}, N={inst.num_loc})" if inst.name else \
-                f"{len(refs.lengths)} tours"
-            print(f"{solver}: {what}, mean length {refs.lengths.mean():.6f}, "
-                  f"{int(refs.optimal.sum())} proven optimal{_opt_tour_check(path, inst, refs)} -> {out}")
+        outs = _solve_outputs(files, args)
+        out = outs[0]
+        with sigterm_raises():
+            try:
+                for path, out in zip(files, outs):
+                    _solve_one(solver, path, out, args)
+            except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through sigterm_raises
+                return _stopped(err, out)
         return 0
 
     # a solver that crashes or finds no tour raises RuntimeError naming the solver and instance
     p.set_defaults(handler=run, input_errors=(RuntimeError,))
+
+
+def _check_time_limit(limit: float | None) -> None:
+    import math
+
+    if limit is not None and not (math.isfinite(limit) and limit > 0):
+        raise ValueError(f"--time-limit must be a positive, finite number of seconds, got {limit:g}")
+
+
+def _solve_outputs(files, args: argparse.Namespace) -> list:
+    """Every output path, checked before the first solve: none is an input (an instance file or
+    the NAME.opt.tour read beside it), none holds another kind of file unless --overwrite."""
+    from ho_co.outputs import check_output, per_file_outputs
+
+    inputs = files + [path.with_name(f"{path.stem}.opt.tour") for path in files]
+    outs = per_file_outputs(files, args.out)
+    for out in outs:
+        check_output(out, "reference tours", inputs=inputs, overwrite=args.overwrite)
+    return outs
+
+
+def _solve_one(solver: str, path, out, args: argparse.Namespace) -> None:
+    from ho_co.problems import load_instances
+    from ho_co.solvers import solve_instances
+
+    inst = load_instances(path)
+    refs = solve_instances(solver, inst, out=out, workers=args.workers, time_limit=args.time_limit)
+    what = f"{inst.name} ({inst.edge_weight_type}, N={inst.num_loc})" if inst.name else \
+        f"{len(refs.lengths)} tours"
+    print(f"{solver}: {what}, mean length {refs.lengths.mean():.6f}, "
+          f"{int(refs.optimal.sum())} proven optimal{_opt_tour_check(path, inst, refs)} -> {out}")
+
+
+def _stopped(err: KeyboardInterrupt, out) -> int:
+    """One line for a run stopped by SIGINT or SIGTERM, and the shell's exit code for it."""
+    import signal
+
+    from ho_co.solvers.driver import partial_path
+
+    signum = getattr(err, "signum", signal.SIGINT)
+    partial = partial_path(out)
+    kept = f"the finished instances are kept in {partial}; " if partial.exists() else ""
+    print(f"ho-co solve: stopped by {signal.Signals(signum).name}; {kept}run the same command again "
+          "to resume", file=sys.stderr)
+    return 128 + signum
 
 
 def _opt_tour_check(path, inst, refs) -> str:
@@ -271,14 +365,30 @@ def _opt_tour_check(path, inst, refs) -> str:
 
 
 def _cmd_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("checkpoint", help="export the weights-only (bf16) file that ships with a model")
-    p.add_argument("action", choices=["export"], help="export: weights, config and learning curve only")
+    p = sub.add_parser("checkpoint", help="export the weights-only (bf16) file that ships with a model; "
+                       "convert a trusted checkpoint that needs pickle into plain data")
+    p.add_argument("action", choices=["export", "convert"],
+                   help="export: weights, config and learning curve only; convert --trust: rewrite a "
+                   "checkpoint that only loads with pickle as plain data (unpickles it once: trusted files only)")
     p.add_argument("source", help="a `ho-co train` checkpoint")
     p.add_argument("dest", help="output checkpoint")
+    p.add_argument("--trust", action="store_true", help="convert: I trust this file to run code when unpickled")
+    p.add_argument("--overwrite", action="store_true", help="replace a dest that holds another kind of "
+                   "file (never the source)")
 
     def run(args: argparse.Namespace) -> int:
+        from ho_co.outputs import check_output, kind_of
         from ho_co.routing import checkpoints
 
+        kind = "weights-only checkpoint" if args.action == "export" else \
+            kind_of(args.source) or "training checkpoint"  # convert keeps the source's kind
+        check_output(args.dest, kind, inputs=[args.source], overwrite=args.overwrite, option="dest")
+        if args.action == "convert":
+            if not args.trust:
+                raise ValueError("convert unpickles the file, which can run code: add --trust if you trust it")
+            out = checkpoints.convert_trusted(args.source, args.dest)
+            print(f"wrote {out}: plain data, loads without pickle")
+            return 0
         out = checkpoints.export_weights(args.source, args.dest)
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, weights only, bf16)")
         return 0
@@ -293,11 +403,14 @@ def _cmd_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", help="write the learning curves here")
     p.add_argument("--x", nargs="+", choices=["instances_seen", "wall_s"], default=["instances_seen", "wall_s"],
                    help="curve x axes, one panel each")
-    p.add_argument("--no-paper-rows", action="store_true", help="leave the seed paper's TSP-50 rows out")
+    p.add_argument("--no-paper-rows", action="store_true",
+                   help="leave out the seed paper's rows (shown beside a TSP-50 set only)")
 
     def run(args: argparse.Namespace) -> int:
         from ho_co.routing import report
 
+        if not (args.eval or args.curve):
+            p.error("give --eval LABEL=JSON ... and/or --curve LABEL=CSV ... --png OUT.png")
         if args.eval:
             print(report.comparison_table(report.parse_labelled(args.eval), with_paper_rows=not args.no_paper_rows))
         if args.curve:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,12 @@ def generate_atsp(num_loc: int, size: int, seed: int) -> np.ndarray:
     return td["cost_matrix"].numpy().astype(np.float32)
 
 
+def generation_bytes(problem: str, num_loc: int, size: int) -> int:
+    """Peak memory of generating a set: TSP draws float64 points and keeps a float32 copy
+    (24 bytes a node); ATSP holds about four float32 [B, N, N] matrices (16 bytes an entry)."""
+    return int(size) * int(num_loc) * (24 if problem == "tsp" else 16 * int(num_loc))
+
+
 def _check_set_shape(num_loc: int, size: int) -> None:
     if int(num_loc) < 3:
         raise ValueError(f"num_loc must be at least 3, got {num_loc}")
@@ -198,12 +205,25 @@ def instance_files(paths) -> list[Path]:
     return files
 
 
-def _load_npz(path: Path, problem: str | None) -> Instances:
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file; an empty, truncated or non-zip file is one ValueError
+    naming it (numpy alone raises EOFError or BadZipFile for those)."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: not an .npz archive (the file is empty)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (no zip directory: cut short, or another format)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from err
+
+
+def _load_npz(path: Path, problem: str | None) -> Instances:
+    arrays = read_npz(path)
+    if "locs" in arrays and "cost_matrix" in arrays:
+        raise ValueError(f"{path}: holds both 'locs' and 'cost_matrix'; an instance file has one "
+                         "(locs for TSP, cost_matrix for ATSP or a symmetric TSP matrix)")
     if "locs" in arrays:
         locs = arrays["locs"]
         validate(locs, "locs", str(path))

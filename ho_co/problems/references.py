@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ho_co.problems.instances import Instances, write_npz
+from ho_co.problems.instances import Instances, read_npz, write_npz
 from ho_co.problems.tours import check_tours, tour_lengths
 
 
@@ -42,11 +42,7 @@ class References:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such reference file")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+        arrays = read_npz(path)
         missing = {"tours", "lengths"} - set(arrays)
         if missing:
             raise ValueError(f"{path}: not a references file (lacks {sorted(missing)}; keys found: "

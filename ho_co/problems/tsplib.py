@@ -20,6 +20,7 @@ import numpy as np
 from ho_co.problems.instances import Instances, validate
 
 PLANAR_TYPES = ("EUC_2D", "CEIL_2D", "ATT", "GEO", "MAN_2D", "MAX_2D")
+ID_SECTIONS = ("NODE_COORD_SECTION", "DISPLAY_DATA_SECTION")  # one line per node, id first
 # numbers in an EDGE_WEIGHT_SECTION per format, for DIMENSION n
 _FORMAT_COUNT = {
     "FULL_MATRIX": lambda n: n * n,
@@ -37,6 +38,7 @@ def read_tsplib(path: str | os.PathLike) -> Instances:
     """
     path = Path(path)
     prob = _load(path)
+    _check_unique_ids(path)
     kind, wtype = (prob.type or "").upper(), (prob.edge_weight_type or "").upper()
     if kind not in ("TSP", "ATSP"):
         raise ValueError(f"{path}: TSPLIB TYPE {kind or 'missing'} is not TSP or ATSP")
@@ -113,6 +115,23 @@ def _load(path: Path):
                          "TSPLIB defines") from err
     except Exception as err:  # tsplib95 raises many kinds of parse errors
         raise ValueError(f"{path}: not a readable TSPLIB file ({type(err).__name__}: {err})") from err
+
+
+def _check_unique_ids(path: Path) -> None:
+    """tsplib95 keeps the last of two lines with one node id, silently: a repeat is refused."""
+    section, seen = None, set()
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        words = line.replace(":", " ").split()
+        if not words:
+            continue
+        try:
+            node = int(words[0])
+        except ValueError:  # a keyword: a section starts or ends
+            section, seen = (words[0].upper() if words[0].upper() in ID_SECTIONS else None), set()
+            continue
+        if section and node in seen:
+            raise ValueError(f"{path}:{number}: node {node} is listed twice in {section}")
+        seen.add(node)
 
 
 def _check_explicit(path: Path, prob, n: int) -> None:

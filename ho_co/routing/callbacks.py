@@ -1,19 +1,21 @@
 """Lightning callbacks of `ho-co train`: a learning curve that travels with the weights,
-per-rank seeds for DDP, and the run's config stored inside every checkpoint.
+per-rank seeds for DDP, the run's config stored inside every checkpoint, and `last.ckpt` that
+always holds the run's final state.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
-CURVE_FIELDS = ["epoch", "global_step", "instances_seen", "wall_s", "val_length", "val_gap_percent", "device"]
+CURVE_FIELDS = ["epoch", "global_step", "instances_seen", "wall_s", "cpu_s", "val_length", "val_gap_percent", "device"]
 
 
 class RankSeed(Callback):
@@ -47,6 +49,107 @@ class StoreConfig(Callback):
             hparams.pop(key, None)
 
 
+class EpochSeed(Callback):
+    """Each epoch trains on instances drawn from (seed, epoch, rank) alone, and samples its tours
+    from an RNG seeded the same way. Two models compared under one seed see the same data stream
+    whatever their initialisation drew, and a run resumed at an epoch boundary continues exactly
+    as it would have without the stop (rl4co draws the next epoch's data from the global RNG,
+    which a restart resets). The instances replace those in the epoch's dataset before its first
+    batch is read."""
+
+    def __init__(self, seed: int | None):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.seed is None:
+            return
+        import numpy as np
+
+        state = np.random.SeedSequence((self.seed, trainer.current_epoch, trainer.global_rank)).generate_state(2)
+        dataset = trainer.train_dataloader.dataset
+        torch.manual_seed(int(state[0]))
+        fresh = pl_module.env.dataset(len(dataset), phase="train")
+        if type(fresh) is not type(dataset):
+            raise TypeError(f"EpochSeed replaces a {type(dataset).__name__}, got a {type(fresh).__name__}")
+        dataset.__dict__.update(fresh.__dict__)
+        torch.manual_seed(int(state[1]))
+
+
+class SessionBudget(Callback):
+    """Stop at an epoch boundary before `minutes` of this invocation's wall time run out: after
+    each epoch, if one more epoch as long as the slowest so far would cross the budget, the run
+    ends there (validated, checkpointed, resumable with `ckpt_path=last`). Lightning's
+    `max_time` counts all resumes together and stops mid-epoch; this is the budget of one sitting
+    of a run that continues over several."""
+
+    def __init__(self, minutes: float | None = None):
+        if minutes is not None and not minutes > 0:
+            raise ValueError(f"callbacks.budget.minutes must be > 0, got {minutes}")
+        self.minutes = minutes
+        self._start = self._epoch_start = 0.0
+        self._longest = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.minutes is None or trainer.sanity_checking:
+            return
+        now = time.perf_counter()
+        self._longest = max(self._longest, now - self._epoch_start)
+        if now + self._longest - self._start > 60 * self.minutes:
+            trainer.should_stop = True
+
+
+class LastCheckpoint(Checkpoint):
+    """`last.ckpt` holds the run's final state: written after every validation, when training
+    ends (a stop by `max_time` or `max_steps` mid-epoch included) and when it is interrupted
+    (Ctrl-C, SIGTERM, an error), so resuming from it continues exactly where the run stopped.
+
+    Lightning's own `save_last` writes only when a top-k checkpoint is written at the same step,
+    so after an epoch that is not the best, its last.ckpt is an older state. Each write goes to
+    a temporary file renamed over the old one: a kill mid-write leaves the previous state.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt"):
+        self.path = Path(dirpath) / filename
+        self._saved_step: int | None = None
+
+    @property
+    def last_model_path(self) -> str:
+        return str(self.path)
+
+    def save(self, trainer) -> None:
+        if trainer.sanity_checking or self._saved_step == trainer.global_step:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier()
+        self._saved_step = trainer.global_step
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if trainer.global_step == 0:
+            return  # nothing trained yet: nothing worth keeping
+        self.save(trainer)
+        if trainer.is_global_zero:
+            print(f"training stopped ({type(exception).__name__}) at step {trainer.global_step}; "
+                  f"its state is in {self.path}: resume with the same command and ckpt_path={self.path}",
+                  flush=True)
+
+
 class LearningCurve(Callback):
     """The held-out gap after each validation, against instances seen and training wall time.
 
@@ -69,18 +172,21 @@ class LearningCurve(Callback):
         self.rows: list[dict[str, Any]] = []
         self.instances_seen = 0
         self.wall_s = 0.0
-        self._wall_at_start = 0.0
-        self._t0: float | None = None
+        self.cpu_s = 0.0
+        self._wall_at_start = self._cpu_at_start = 0.0
+        self._t0 = self._c0 = 0.0
         self._inst = self._ref = None
 
     # -- the record that travels in checkpoints
     def record(self) -> dict[str, Any]:
-        return {"instances_seen": self.instances_seen, "wall_s": self.wall_s, "curve": list(self.rows)}
+        return {"instances_seen": self.instances_seen, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+                "curve": list(self.rows)}
 
     def carry_on(self, record: dict[str, Any]) -> None:
         """Continue from a stored record (a resumed run, or the weights a run starts from)."""
         self.instances_seen = int(record["instances_seen"])
         self.wall_s = float(record["wall_s"])
+        self.cpu_s = float(record.get("cpu_s", 0.0))
         self.rows = [dict(row) for row in record.get("curve", [])]
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
@@ -94,12 +200,14 @@ class LearningCurve(Callback):
     # -- counters
     def on_train_start(self, trainer, pl_module) -> None:
         self._wall_at_start, self._t0 = self.wall_s, time.perf_counter()
+        self._cpu_at_start, self._c0 = self.cpu_s, time.process_time()
         if trainer.is_global_zero:  # the file always shows the stored curve, nothing from a lost run
             self._write_csv()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.instances_seen += int(batch.batch_size[0]) * trainer.world_size
         self.wall_s = self._wall_at_start + time.perf_counter() - self._t0
+        self.cpu_s = self._cpu_at_start + time.process_time() - self._c0
 
     # -- validation
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -138,7 +246,7 @@ class LearningCurve(Callback):
             length = float("nan")
         gap = float(metrics["val/gap"]) if "val/gap" in metrics else None
         self.rows.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                          "instances_seen": self.instances_seen, "wall_s": round(self.wall_s, 3),
+                          "instances_seen": self.instances_seen, "wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3),
                           "val_length": length, "val_gap_percent": "" if gap is None else gap,
                           "device": device_name(pl_module.device)})
         self._write_csv()

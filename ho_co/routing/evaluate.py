@@ -13,6 +13,7 @@ same seeded draw), so more augmentations never give a longer tour.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from rl4co.utils.ops import gather_by_index, unbatchify
 from ho_co.problems.instances import Instances, instance_files, load_instances
 from ho_co.problems.references import References, load_references
 from ho_co.problems.tours import check_tours, gaps, tour_lengths
-from ho_co.routing.envs import instances_to_td
+from ho_co.routing.policies import policy_from_checkpoint
 
 
 def is_matrix_env(env) -> bool:
@@ -51,19 +52,59 @@ def augmented_copy(td: TensorDict, env, k: int, num_augment: int) -> TensorDict:
 
 
 def policy_input(instances: Instances, env) -> TensorDict:
-    """The TensorDict the policy decodes: the instances themselves, or for a TSPLIB file a
-    normalised copy (its lengths are measured on the original matrix afterwards)."""
-    if instances.edge_weight_type is None:
-        return instances_to_td(instances)
+    """The TensorDict the policy decodes: the instances in the units it was trained in, so a file
+    in other units gives the same tours (lengths are measured on the file's own costs afterwards).
+    Coordinate policies get the points moved into the unit square; MatNet gets a matrix (see
+    `matrix_for_policy`)."""
     if is_matrix_env(env):
-        cost = instances.cost_matrix / instances.cost_matrix.max()
+        cost = matrix_for_policy(instances, env)
         return TensorDict({"cost_matrix": torch.as_tensor(cost, dtype=torch.float32)}, batch_size=[len(instances)])
     if instances.locs is None:
-        raise ValueError(f"{instances.name}: this policy reads coordinates, and the file has none "
-                         f"(EDGE_WEIGHT_TYPE {instances.edge_weight_type} without DISPLAY_DATA)")
-    locs = instances.locs - instances.locs.min(axis=1, keepdims=True)
-    locs = locs / max(float(locs.max()), 1e-12)
-    return TensorDict({"locs": torch.as_tensor(locs, dtype=torch.float32)}, batch_size=[len(instances)])
+        if instances.edge_weight_type:
+            raise ValueError(f"{instances.name}: this policy reads coordinates, and the file has none "
+                             f"(EDGE_WEIGHT_TYPE {instances.edge_weight_type} without DISPLAY_DATA)")
+        raise ValueError("this policy reads coordinates, and the instances are a cost matrix only")
+    return TensorDict({"locs": torch.as_tensor(unit_square(instances.locs), dtype=torch.float32)},
+                      batch_size=[len(instances)])
+
+
+def unit_square(locs: np.ndarray) -> np.ndarray:
+    """Each instance's points shifted to the origin and scaled so the wider side spans [0, 1]."""
+    locs = np.asarray(locs, dtype=np.float64)
+    shifted = locs - locs.min(axis=1, keepdims=True)
+    return shifted / np.maximum(shifted.max(axis=(1, 2), keepdims=True), 1e-12)
+
+
+def matrix_for_policy(instances: Instances, env) -> np.ndarray:
+    """MatNet's input: a TSPLIB matrix divided by its largest entry; an .npz matrix (or the
+    distances of its points) scaled so each instance's mean cost is the training generator's at
+    this N, which leaves instances drawn like the training ones almost as they are."""
+    cost = np.asarray(instances.cost_matrix, dtype=np.float64)
+    if instances.edge_weight_type is not None:
+        return cost / cost.max()
+    scale = generator_mean_cost(env, instances.num_loc) / np.maximum(mean_cost(cost), 1e-12)
+    return cost * scale[:, None, None]
+
+
+def mean_cost(cost) -> np.ndarray:
+    """Mean off-diagonal entry of each [N, N] matrix of a batch."""
+    cost = np.asarray(cost, dtype=np.float64)
+    n = cost.shape[-1]
+    return (cost.sum(axis=(1, 2)) - np.trace(cost, axis1=1, axis2=2)) / (n * (n - 1))
+
+
+def generator_mean_cost(env, num_loc: int, draws: int = 16) -> float:
+    """Mean cost of the env's own instance generator at `num_loc` nodes (a fixed seeded draw,
+    the caller's RNG untouched)."""
+    from ho_co.problems.instances import distance_matrix
+
+    generator = copy.copy(env.generator)
+    generator.num_loc = num_loc
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        td = generator(draws)
+    cost = td["cost_matrix"] if "cost_matrix" in td.keys() else distance_matrix(td["locs"].double())
+    return float(mean_cost(cost.cpu().numpy()).mean())
 
 
 @contextmanager
@@ -114,6 +155,8 @@ def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, ba
     instance the shortest of its ``num_augment`` copies' best multi-start tours."""
     if num_augment < 1:
         raise ValueError(f"num_augment must be >= 1, got {num_augment}")
+    if num_starts is not None and not 1 <= num_starts <= instances.num_loc:
+        raise ValueError(f"num_starts must be in 1..{instances.num_loc} (the nodes), got {num_starts}")
     device = torch.device(device)
     td_all = policy_input(instances, env)
     best_tours, best_lengths = [], []
@@ -146,29 +189,6 @@ def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, ba
     seconds = time.perf_counter() - start
     policy.train(was_training)
     return np.concatenate(best_tours), np.concatenate(best_lengths), seconds
-
-
-def load_checkpoint(path: str | Path, device="cpu"):
-    """(policy, env, config) rebuilt from a `ho-co train` checkpoint (full or weights-only)."""
-    from hydra.utils import instantiate
-
-    from ho_co.routing.policies import build_policy
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:  # ho-co checkpoints hold tensors and plain containers only
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a loadable ho-co checkpoint ({type(err).__name__})") from err
-    meta = ckpt.get("ho_co") if isinstance(ckpt, dict) else None
-    if not meta or "config" not in meta:
-        raise ValueError(f"{path}: not a ho-co checkpoint (no 'ho_co' config inside); train it with `ho-co train`")
-    cfg = meta["config"]
-    env = instantiate(cfg["env"])
-    policy_cfg = {k: v for k, v in cfg["model"]["policy"].items() if k not in ("_target_", "init_from")}
-    policy = build_policy(**policy_cfg, init_from=str(path))  # its own weights, HO layers as trained
-    return policy.to(device).eval(), env, cfg
 
 
 def render_tours(instances: Instances, rows: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
@@ -225,7 +245,7 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
     files = instance_files(instances)
     if render and len(files) > 1:
         raise ValueError(f"--render draws one instance file; {len(files)} were given")
-    policy, env, cfg = load_checkpoint(checkpoint, device)
+    policy, env, cfg = policy_from_checkpoint(checkpoint, device)
     problem = "tsp" if getattr(env, "problem", env.name) == "tsp" else "atsp"
     optimum_of = None
     if optima:
@@ -236,6 +256,8 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
     for path in files:
         inst = load_instances(path, problem=problem)
         _check_policy_takes(cfg, inst, path)
+        if num_starts is not None and not 1 <= num_starts <= inst.num_loc:
+            raise ValueError(f"{path}: --starts {num_starts} is outside 1..{inst.num_loc} (its instances' nodes)")
         ref = None
         if reference:
             ref = load_references(Path(reference) / f"{path.stem}.npz" if len(files) > 1 else reference, inst)
@@ -256,6 +278,11 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
                        reference_mean_length=float(ref.lengths.mean()),
                        reference_optimal_fraction=float(ref.optimal.mean()),
                        mean_gap_percent=float(gaps(lengths, ref.lengths).mean()))
+        if num_augment > 1:  # the plain decode beside the best of all copies, as the run summary has it
+            _, greedy, _ = decode(policy, env, inst, num_starts, 1, batch_size, seed, device)
+            row["greedy_mean_length"] = float(greedy.mean())
+            if ref is not None:
+                row["greedy_gap_percent"] = float(gaps(greedy, ref.lengths).mean())
         if out:
             dest = Path(out) / f"{path.stem}.npz" if len(files) > 1 else Path(out)
             References(tours, lengths, np.zeros(len(inst), bool), np.full(len(inst), "policy"),

@@ -29,7 +29,10 @@ the same seed the two policies sample the same tours.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -45,6 +48,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ho_co.problems.tours import tour_lengths
+from ho_co.routing.mixer import build_kernel, fuse_mixers
 
 # the rl4co whose decoder internals (cache layout, context and pointer modules, sampling rows) the
 # lean loop reproduces; another version may change them without an error, so it is refused
@@ -134,6 +138,13 @@ def pointer_step(
         query = context_proj(pair.flatten(-2))
         if tables.query_first is not None:
             query = query + tables.query_first
+    return pointer_logp(tables, query, mask, out_proj, sdpa_fn, mask_inner, tanh_clipping, temperature)
+
+
+def pointer_logp(tables: StepTables, query: Tensor, mask: Tensor, out_proj: nn.Module | None, sdpa_fn: Callable,
+                 mask_inner: bool, tanh_clipping: float, temperature: float) -> Tensor:
+    """Log-probabilities [B, Q, N] of MatNet's pointer for queries [B, Q, E] and masks [B, Q, N]
+    (Q: one row per start for a decoding step, or per start and step for a whole tour)."""
     b, s, e = query.shape
     heads = tables.keys.size(1)
     q = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # [B, H, S, d]
@@ -151,6 +162,87 @@ def pointer_step(
     if temperature != 1.0:  # x / 1 is x: one kernel less per step
         logits = logits / temperature
     return F.log_softmax(logits, dim=-1)
+
+
+def uniforms(rows: int, cols: int, device: torch.device) -> Tensor:
+    """The double uniforms torch.multinomial(p [rows, cols], 1) turns into its Exp(1) noise on
+    CPU (exponential_ draws one double uniform per element, in order): the same generator use."""
+    return torch.empty(rows, cols, dtype=torch.float64, device=device).uniform_()
+
+
+def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None, out_proj: nn.Module | None,
+              sdpa_fn: Callable, mask_inner: bool, tanh_clipping: float, temperature: float) -> Tensor:
+    """Log-probabilities [B, S, N - 2] of the decoding steps that chose `tours` [B, S, N].
+
+    Step t (0-based) stands at node tours[..., t] with nodes tours[..., :t + 1] visited and
+    picks tours[..., t + 1]: exactly `pointer_step`'s inputs, computed for all steps at once.
+    """
+    b, s, n = tours.shape
+    steps = n - 2
+    if steps <= 0:
+        return tables.keys.new_zeros(b, s, 0)
+    first, current, chosen = tours[..., :1], tours[..., :steps], tours[..., 1 : steps + 1]
+    when = torch.empty_like(tours).scatter_(-1, tours, torch.arange(n, device=tours.device).expand(b, s, n))
+    step_ids = torch.arange(steps, device=tours.device).view(1, 1, steps, 1)
+    mask = (when.unsqueeze(2) > step_ids).flatten(1, 2)  # [B, S * steps, N]: not yet visited
+    flat_cur = current.flatten(1)  # [B, S * steps]
+    if context_proj is None:
+        query = tables.query_first.unsqueeze(2) + gather_rows(tables.query_cur, flat_cur).view(b, s, steps, -1)
+        query = query.flatten(1, 2)
+    else:
+        flat_first = first.expand(b, s, steps).flatten(1)
+        pair = torch.stack([gather_rows(tables.row_emb, flat_first), gather_rows(tables.row_emb, flat_cur)], -2)
+        query = context_proj(pair.flatten(-2))
+        if tables.query_first is not None:
+            query = (query.view(b, s, steps, -1) + tables.query_first.unsqueeze(2)).flatten(1, 2)
+    logp = pointer_logp(tables, query, mask, out_proj, sdpa_fn, mask_inner, tanh_clipping, temperature)
+    return logp.gather(-1, chosen.flatten(1).unsqueeze(-1)).view(b, s, steps)
+
+
+DECODE_KERNEL = os.path.join(os.path.dirname(__file__), "decode_kernel.cpp")
+DECODE_SWITCH = "HO_CO_FUSED_DECODE"  # "0": the rollout runs `pointer_step`'s torch ops
+
+
+@functools.cache
+def decode_kernel():
+    """The fused CPU decoding step and sampler (decode_kernel.cpp), or None when unavailable."""
+    if os.environ.get(DECODE_SWITCH, "1") == "0":
+        return None
+    return build_kernel(DECODE_KERNEL, "ho_co_decode", "the fused decoding-step kernel", "decoding with torch ops")
+
+
+def fused_step_applies(tables: StepTables, layers: tuple, sdpa_fn: Callable) -> bool:
+    """Whether a no-grad rollout step can run in the fused CPU kernel (plain layers, float32)."""
+    return (
+        layers == (None, None)
+        and sdpa_fn is F.scaled_dot_product_attention
+        and tables.keys.device.type == "cpu"
+        and all(t is None or t.dtype == torch.float32 for t in tables)
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and decode_kernel() is not None
+    )
+
+
+class FusedStep:
+    """`pointer_step` for a no-grad CPU rollout through the fused kernel: the per-batch tables in
+    the kernel's [B, N, E] layout once, then one call per step."""
+
+    def __init__(self, tables: StepTables, mask_inner: bool, tanh_clipping: float, temperature: float):
+        merge = lambda x: x.transpose(1, 2).flatten(2).contiguous()  # [B, H, N, d] -> [B, N, E]
+        self.heads = tables.keys.size(1)
+        self.query_first = tables.query_first.contiguous()
+        self.query_cur = tables.query_cur.contiguous()
+        self.keys, self.values = merge(tables.keys), merge(tables.values)
+        self.logit_keys = tables.logit_keys.contiguous()
+        bias = tables.logit_bias
+        self.logit_bias = torch.empty(0) if bias is None else bias.squeeze(1).contiguous()
+        self.settings = (mask_inner, float(tanh_clipping), float(temperature))
+
+    def __call__(self, current: Tensor, mask: Tensor) -> Tensor:
+        return decode_kernel().pointer_step(self.query_first, self.query_cur, current.contiguous(), self.keys,
+                                            self.values, self.logit_keys, self.logit_bias, mask, self.heads,
+                                            *self.settings)
 
 
 def per_start_rows(x: Tensor) -> Tensor:
@@ -172,6 +264,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
         check_rl4co_version()
         check_decoder(decoder, env_name)
         super().__init__(encoder=encoder, decoder=decoder, env_name=env_name, **kwargs)
+        fuse_mixers(self.encoder)  # same parameters; the fused CPU kernel where it applies
         self.compile = compile
         self._compiled: dict[str, Callable] = {}  # not modules: the state dict stays rl4co's
 
@@ -250,25 +343,43 @@ class FastMatNetPolicy(AutoregressivePolicy):
         pointer = self.decoder.pointer
         step = self.compiled("step", pointer_step, row_emb.device)
 
-        mask = torch.ones(batch, num_starts, num_loc, dtype=torch.bool, device=row_emb.device)
-        mask = mask.scatter(-1, first.unsqueeze(-1), False)
-        current, tours, logps = first, [first], []
-        for _ in range(num_loc - 2):
-            logp = step(tables, first, current, mask, *layers, pointer.sdpa_fn, pointer.mask_inner,
-                        tanh_clipping, temperature)
-            if mode == "greedy":
-                current = logp.argmax(-1)
-            else:  # the same multinomial rows as rl4co's Sampling: [S * B, N]
-                current = per_start_rows(logp).exp().multinomial(1).view(num_starts, batch).t()
-            logps.append(logp.gather(-1, current.unsqueeze(-1)).squeeze(-1))
-            tours.append(current)
-            mask = mask.scatter(-1, current.unsqueeze(-1), False)
-        last = mask.to(torch.uint8).argmax(-1)  # the one node left: probability 1
-        if mode == "sampling":  # rl4co draws it anyway; drawing too keeps the two RNG streams in step
-            per_start_rows(mask).float().multinomial(1)
-        tours.append(last)
-        step_logp = torch.stack(logps, -1) if logps else row_emb.new_zeros(batch, num_starts, 0)
-        return torch.stack(tours, -1), step_logp
+        args = (*layers, pointer.sdpa_fn, pointer.mask_inner, tanh_clipping, temperature)
+        # Training: the rollout only picks the tours, so it runs without autograd, and the
+        # log-likelihood's graph comes from one pass over every step of the chosen tours at once
+        # (the same function of the same inputs, on [B, S * (N - 2)] query rows instead of N - 2
+        # steps of [B, S]: large matmuls and one backward instead of 48 small ones).
+        tour_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables)
+        no_grad = tour_graph or not torch.is_grad_enabled()
+        with torch.no_grad() if tour_graph else contextlib.nullcontext():
+            fused = FusedStep(tables, *args[3:]) if no_grad and fused_step_applies(tables, layers, args[2]) else None
+            mask = torch.ones(batch, num_starts, num_loc, dtype=torch.bool, device=row_emb.device)
+            mask = mask.scatter(-1, first.unsqueeze(-1), False)
+            current, tours, logps = first, [first], []
+            for _ in range(num_loc - 2):
+                logp = fused(current, mask) if fused is not None else step(tables, first, current, mask, *args)
+                if mode == "greedy":
+                    current = logp.argmax(-1)
+                elif fused is not None:  # multinomial's own draw, from the same uniforms (decode_kernel.cpp)
+                    current = decode_kernel().sample_rows(logp, uniforms(num_starts * batch, num_loc, logp.device))
+                else:  # the same multinomial rows as rl4co's Sampling: [S * B, N]
+                    current = per_start_rows(logp).exp().multinomial(1).view(num_starts, batch).t()
+                if not tour_graph:
+                    logps.append(logp.gather(-1, current.unsqueeze(-1)).squeeze(-1))
+                tours.append(current)
+                mask = mask.scatter(-1, current.unsqueeze(-1), False)
+            last = mask.to(torch.uint8).argmax(-1)  # the one node left: probability 1
+            if mode == "sampling":  # rl4co draws it anyway; drawing too keeps the two RNG streams in step
+                if fused is not None:
+                    uniforms(num_starts * batch, num_loc, mask.device)  # what that draw takes from the generator
+                else:
+                    per_start_rows(mask).float().multinomial(1)
+            tours.append(last)
+            tours = torch.stack(tours, -1)
+        if tour_graph:
+            step_logp = tour_logp(tables, tours, *args)
+        else:
+            step_logp = torch.stack(logps, -1) if logps else row_emb.new_zeros(batch, num_starts, 0)
+        return tours, step_logp
 
     def compiled(self, name: str, fn: Callable, device: torch.device) -> Callable:
         """`fn` through torch.compile on CUDA when asked (compiled once, reused); else `fn`."""

@@ -158,11 +158,15 @@ def apply_ho(policy: nn.Module, targets: str | Iterable[str] | None = None, orde
     mode:    "scratch": HOLinear(in, out, order), the paper's operator, fresh weights;
              "convert": HOLinear.from_linear, the same function as now (high orders grow from 0).
     exclude: replace_linear patterns to leave alone.
-    A layer narrower than `order` is skipped, with the reason in the report. `all` and `cached` include
-    MatNet's mixer, skipped (and reported) unless order is 2; naming `mixer` with another order raises.
+    An order below 1, or wider than a targeted layer, raises naming it, before anything changes.
+    Only a layer whose order is fixed is skipped (and reported) by `all` and `cached`: a one-input
+    layer (order 1 only) and MatNet's mixer (order 2 only); naming either one with another order
+    raises, and so does an order that fits no targeted layer.
     """
     if mode not in MODES:
         raise ValueError(f"HO mode must be one of {MODES}, got {mode!r}")
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"HO order must be an integer >= 1, got order={order!r}")
     targets = list(DEFAULT_TARGETS if targets is None else [targets] if isinstance(targets, str) else targets)
     exclude = list(exclude or [])
     names, patterns, mixer = resolve_targets(policy, targets)
@@ -173,6 +177,9 @@ def apply_ho(policy: nn.Module, targets: str | Iterable[str] | None = None, orde
     else:
         make = lambda lin: HOLinear.from_linear(lin, order)
     chosen = [re.compile(re.escape(n)) for n in names] + patterns
+    if chosen:
+        planned = replace_linear(policy, make, targets=chosen, exclude=exclude, dry_run=True)
+        check_widths(policy, targets, patterns, order, planned)
     report = replace_linear(policy, make, targets=chosen, exclude=exclude) if chosen else ReplaceReport()
     if mixer or ALL in targets or CACHED in targets:
         for name in mixer_names(policy):
@@ -186,7 +193,23 @@ def apply_ho(policy: nn.Module, targets: str | Iterable[str] | None = None, orde
                 continue
             policy.set_submodule(name, HOMixedScoresSDPA.from_plain(plain, learnable_scale=mode == "convert"))
             entry.new_type = HOMixedScoresSDPA.__name__
+    if report.entries and not report.replaced:  # nothing changed: an order that fits nothing
+        widest = max(e.in_features for e in report.entries)
+        raise ValueError(f"HO order {order} fits no targeted layer of {type(policy).__name__}: "
+                         f"the widest has in_features={widest}")
     return report
+
+
+def check_widths(policy: nn.Module, targets: list, patterns: list, order: int, planned: ReplaceReport) -> None:
+    """Every targeted layer must take `order`: a skipped one would leave a plain layer where HO was
+    asked for. The exception is a one-input layer swept in by `all`/`cached`: it has no product to
+    take at any order, so it stays plain (reported) rather than make the broad presets unusable."""
+    named = {n for t in targets if isinstance(t, str) and t in PRESETS for n in preset_layers(policy, t)}
+    for e in planned.entries:
+        swept_in = e.name not in named and not any(name_matches(e.name, p) for p in patterns)
+        if e.in_features < order and not (swept_in and e.in_features == 1):
+            raise ValueError(f"HO order {order} is wider than {e.name} (in_features={e.in_features}); "
+                             "lower the order or exclude the layer")
 
 
 class HOMixedScoresSDPA(MixedScoresSDPA):

@@ -24,6 +24,7 @@ from rl4co.models.zoo.am import AttentionModelPolicy
 from rl4co.models.zoo.matnet.decoder import MatNetDecoder
 from rl4co.models.zoo.matnet.encoder import MatNetEncoder
 
+from ho_co.routing.checkpoints import policy_weights, read_checkpoint, run_config
 from ho_co.routing.fast import make_fast
 from ho_co.routing.placement import DEFAULT_TARGETS, apply_ho
 
@@ -97,18 +98,28 @@ BUILDERS = {"matnet": matnet_policy, "am": am_policy}
 
 def read_policy_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """The `policy.*` weights of a checkpoint (a training checkpoint, its weights-only export, or
-    rl4co's) and the HO settings they were trained with (None: a plain policy). HOLinear keeps
-    nn.Linear's parameter names, so only the stored config tells an HO policy from a plain one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt)
-    policy_state = {k[len("policy."):]: v for k, v in state.items() if k.startswith("policy.")}
-    if not policy_state:
-        raise ValueError(f"{path}: no 'policy.*' weights in the checkpoint")
-    trained_with = ckpt.get("ho_co", {}).get("config", {}).get("model", {}).get("policy", {})
-    return policy_state, _check_ho(trained_with.get("ho"))
+    rl4co's) and the HO settings they were trained with (None: a plain policy)."""
+    weights, ho = policy_weights(read_checkpoint(path, "init_from checkpoint"), path)
+    return weights, _check_ho(ho)
+
+
+def policy_from_checkpoint(path: str | Path, device="cpu"):
+    """(policy, env, config) rebuilt from a `ho-co train` checkpoint (full or weights-only), in
+    eval mode on `device`: the stored config gives the architecture, the file its weights."""
+    from hydra.utils import instantiate
+
+    checkpoint = read_checkpoint(path)
+    cfg = run_config(checkpoint, path)
+    env = instantiate(cfg["env"])
+    policy_cfg = {k: v for k, v in cfg["model"]["policy"].items() if k not in ("_target_", "init_from")}
+    weights, ho = policy_weights(checkpoint, path)
+    policy = BUILDERS[policy_cfg.pop("name")](**{k: v for k, v in policy_cfg.items() if k not in ("ho", "fast")})
+    if ho is not None:
+        place_ho(policy, _check_ho(ho))
+    load_policy_weights(policy, path, weights)
+    fast = policy_cfg.get("fast")
+    policy = make_fast(policy, fast) if fast else policy
+    return policy.to(device).eval(), env, cfg
 
 
 def load_policy_weights(policy: nn.Module, path: str | Path, state: dict[str, torch.Tensor]) -> None:
@@ -149,8 +160,8 @@ def _check_ho(ho: Mapping[str, Any] | None) -> dict | None:
 
 
 def place_ho(policy: nn.Module, ho: Mapping[str, Any]) -> None:
-    """apply_ho with a config's `ho` settings."""
-    apply_ho(policy, ho.get("targets") or None, int(ho.get("order", 2)), ho.get("mode", "scratch"), ho.get("exclude"))
+    """apply_ho with a config's `ho` settings (the order as given: apply_ho refuses 2.5, not rounds it)."""
+    apply_ho(policy, ho.get("targets") or None, ho.get("order", 2), ho.get("mode", "scratch"), ho.get("exclude"))
 
 
 def build_policy(name: str, ho: Mapping[str, Any] | None = None, init_from: str | None = None, fast: bool | str = False,

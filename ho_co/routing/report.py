@@ -29,6 +29,8 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
         rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
     if not rows:
         raise ValueError(f"{path}: learning curve has no rows")
+    if "val_gap_percent" not in rows[0]:
+        raise ValueError(f"{path}: no val_gap_percent column (columns: {', '.join(rows[0])})")
     return rows
 
 
@@ -59,11 +61,16 @@ def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
     if unknown or not axes_keys:
         raise ValueError(f"x must be among {sorted(AXES)}, got {axes_keys!r}")
     runs = {label: read_curve(path) for label, path in curves.items()}
+    axes_keys = panels(runs, curves, axes_keys)
     fig, axes = plt.subplots(1, len(axes_keys), figsize=(5.5 * len(axes_keys), 4), squeeze=False)
     for ax, key in zip(axes[0], axes_keys):
         for label, rows in runs.items():
-            xs = [r[key] / 60 if key == "wall_s" else r[key] for r in rows]
-            ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
+            if key in rows[0]:
+                xs = [r[key] / 60 if key == "wall_s" else r[key] for r in rows]
+                ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
+        missing = [label for label, rows in runs.items() if key not in rows[0]]
+        if missing:
+            ax.set_title(f"no {key} column: {', '.join(missing)}", fontsize=9)
         ax.set_xlabel(AXES[key])
         ax.set_ylabel("gap to reference (%)")
         ax.set_yscale("log")
@@ -77,27 +84,71 @@ def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
     return out
 
 
+def panels(runs: Mapping[str, list[dict]], curves: Mapping[str, str | Path], keys: list[str]) -> list[str]:
+    """The x axes some curve has a column for (older or hand-made curves may lack one); a run
+    without it is left out of that panel only."""
+    found = [key for key in keys if any(key in rows[0] for rows in runs.values())]
+    if not found:
+        files = ", ".join(str(path) for path in curves.values())
+        raise ValueError(f"{files}: no {' or '.join(keys)} column to draw the gap against")
+    return found
+
+
 def comparison_table(evals: Mapping[str, str | Path], with_paper_rows: bool = True) -> str:
-    """Markdown table: mean length, gap, ms/instance, augmentation, from `ho-co eval --json` files."""
-    lines = [
-        "| solver | mean length | gap % | augment | ms / instance | device |",
-        "|---|---|---|---|---|---|",
-    ]
-    reference = None
+    """Markdown tables of mean length, gap, ms/instance, augmentation from `ho-co eval --json` files:
+    one table per instance set and reference (a gap compares only with gaps to the same reference),
+    the seed paper's TSP-50 rows beside a TSP-50 set only."""
+    tables: dict[tuple, list[str]] = {}
     for label, path in evals.items():
-        result = json.loads(Path(path).read_text())
-        if "mean_gap_percent" not in result:
-            raise ValueError(f"{path}: evaluated without --reference, so it has no gap")
-        reference = reference or (result["reference_solver"], result["reference_mean_length"])
-        lines.append(
-            f"| {label} | {result['mean_length']:.4f} | {result['mean_gap_percent']:.3f} | "
-            f"{result['num_augment']} | {result['time_per_instance_ms']:.3f} | {result['device']} |"
-        )
-    if reference is not None:
-        lines.insert(2, f"| {reference[0]} (reference) | {reference[1]:.4f} | 0.000 | - | - | - |")
-    if with_paper_rows:
-        lines += [f"| {name} | {length:.3f} | {gap:.3f} | - | - | - |" for name, length, gap in SEED_FIGURES]
-    return "\n".join(lines)
+        result = read_eval(path)
+        key, reference_row = instance_set(result)
+        lines = tables.setdefault(key, [
+            "| solver | mean length | gap % | augment | ms / instance | device |",
+            "|---|---|---|---|---|---|",
+            reference_row,
+        ])
+        lines.append(run_row(label, result))
+    for key, lines in tables.items():
+        if with_paper_rows and key[:2] == ("tsp", 50):
+            lines += [f"| {name} | {length:.3f} | {gap:.3f} | - | - | - |" for name, length, gap in SEED_FIGURES]
+    return "\n\n".join("\n".join(lines) for lines in tables.values())
+
+
+def read_eval(path: str | Path) -> dict:
+    """One `ho-co eval --json` result; it must hold a gap."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eval result not found: {path}")
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not an `ho-co eval --json` file ({err})") from err
+    if not isinstance(result, dict) or "mean_gap_percent" not in result:
+        raise ValueError(f"{path}: evaluated without --reference, so it has no gap")
+    return result
+
+
+def instance_set(result: dict) -> tuple[tuple, str]:
+    """(what tells this eval's instances and reference from another's, its reference row)."""
+    if "files" in result:  # several files (a TSPLIB directory): the gaps are means over files
+        files = result["files"]
+        solvers = ", ".join(dict.fromkeys(str(r.get("reference_solver")) for r in files))
+        key = ("files", len(files), tuple((r.get("name"), r.get("reference_mean_length")) for r in files))
+        names = ", ".join(str(r.get("name")) for r in files)
+        return key, f"| {solvers} (reference; {len(files)} files: {names}) | - | 0.000 | - | - | - |"
+    problem, n, count = result.get("problem"), result.get("num_loc"), result.get("num_instances")
+    key = (problem, n, count, result.get("reference_solver"), result.get("reference_mean_length"))
+    where = f"; {Path(result['instances']).name}, {count} {str(problem).upper()}-{n}" if "instances" in result else ""
+    return key, (f"| {result['reference_solver']} (reference{where}) | {result['reference_mean_length']:.4f} "
+                 "| 0.000 | - | - | - |")
+
+
+def run_row(label: str, result: dict) -> str:
+    """A run's row; several files have no common mean length."""
+    first = result["files"][0] if "files" in result else result
+    length = f"{result['mean_length']:.4f}" if "mean_length" in result else "-"
+    return (f"| {label} | {length} | {result['mean_gap_percent']:.3f} | {first['num_augment']} | "
+            f"{result['time_per_instance_ms']:.3f} | {first['device']} |")
 
 
 def parse_labelled(items: Sequence[str]) -> dict[str, str]:
@@ -107,5 +158,7 @@ def parse_labelled(items: Sequence[str]) -> dict[str, str]:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
             raise ValueError(f"expected LABEL=PATH, got {item!r}")
+        if label in pairs:
+            raise ValueError(f"label {label!r} is given twice ({pairs[label]}, {path}); labels name rows")
         pairs[label] = path
     return pairs

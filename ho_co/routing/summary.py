@@ -13,7 +13,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from ho_co.routing.callbacks import LearningCurve
+from ho_co.routing.callbacks import LastCheckpoint, LearningCurve
 
 
 class RunSummary(Callback):
@@ -43,7 +43,8 @@ class RunSummary(Callback):
             tours, lengths, seconds = decode(pl_module.policy, pl_module.env, inst, num_augment=augment,
                                              batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
             decoded[augment] = tours, lengths, seconds
-        checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        checkpoint = last.last_model_path if last else ""
         summary = {
             "validation_set": str(curve.instances_path),
             "reference": str(curve.reference_path),
@@ -60,7 +61,8 @@ class RunSummary(Callback):
             "device": curve.rows[-1]["device"] if curve.rows else str(pl_module.device),
             "checkpoint": checkpoint,
             "learning_curve": str(curve.curve_file),
-            "reproduce": eval_command(checkpoint, curve.instances_path, curve.reference_path, self.num_augment),
+            "reproduce": eval_command(checkpoint, curve.instances_path, curve.reference_path, self.num_augment,
+                                      curve.batch_size, curve.seed, pl_module.device),
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if inst.locs is not None and self.tours_to_draw > 0:
@@ -73,10 +75,14 @@ class RunSummary(Callback):
         self.summary = summary
 
 
-def eval_command(checkpoint: str, instances: str, reference: str, num_augment: int) -> str:
-    """The one command that reproduces the augmented gap from the saved weights."""
+def eval_command(checkpoint: str, instances: str, reference: str, num_augment: int, batch_size: int = 256,
+                 seed: int = 0, device="cpu") -> str:
+    """The one command that reproduces the augmented gap from the saved weights: MatNet's random
+    one-hot draws are seeded per batch, so the batch size and seed are part of the number."""
     args = ["ho-co", "eval", "--checkpoint", checkpoint, "--instances", instances, "--reference", reference,
-            "--augment", str(num_augment)]
+            "--augment", str(num_augment), "--batch-size", str(batch_size), "--seed", str(seed)]
+    if str(device) != "cpu":
+        args += ["--device", str(device)]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 

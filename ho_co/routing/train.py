@@ -14,8 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+from ho_co.routing.checkpoints import SafeCheckpointIO, read_checkpoint, training_record
 
 
 def config_dir() -> Path:
@@ -79,16 +80,36 @@ def instantiated(what: str, make):
         raise
 
 
+def resume_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint a run resumes from (`ckpt_path=last`: this run's own last.ckpt), checked
+    before anything is built; a run directory that already holds a run is never written over."""
+    output_dir = Path(cfg.paths.output_dir)
+    own_last = output_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        earlier = [p for p in (own_last, output_dir / "learning_curve.csv") if p.exists()]
+        if earlier:
+            raise ValueError(
+                f"{output_dir} already holds a run ({earlier[0]}): resume it with ckpt_path=last, "
+                "or give this run another name=NAME")
+        return None
+    path = own_last if str(ckpt_path) == "last" else Path(ckpt_path)
+    read_checkpoint(path, "ckpt_path")  # missing, corrupt or unsafe files end here, in one line
+    return path
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured model; returns paths, final metrics and the run summary."""
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from rl4co.utils.instantiators import instantiate_callbacks, instantiate_loggers
 
-    from ho_co.routing.callbacks import LearningCurve, RankSeed, StoreConfig
+    from ho_co.routing.callbacks import EpochSeed, LastCheckpoint, LearningCurve, RankSeed, StoreConfig
     from ho_co.routing.policies import check_one_hot_width
     from ho_co.routing.summary import RunSummary
 
+    ckpt_path = resume_path(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -96,7 +117,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_one_hot_width(num_loc=env.generator.num_loc, **{k: v for k, v in cfg.model.policy.items() if k != "_target_"})
 
     callbacks = instantiated("callbacks", lambda: instantiate_callbacks(cfg.get("callbacks")))
-    callbacks += [RankSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]
+    for callback in callbacks:  # the validation set and its references: checked before any training
+        if isinstance(callback, LearningCurve) and callback.instances_path:
+            callback.validation_set(env)
+    callbacks += [RankSeed(cfg.get("seed")), EpochSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]
     trainer = instantiated("trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=False))
 
     world = trainer.world_size
@@ -106,8 +130,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = instantiated("model", lambda: instantiate(cfg.model, env=env, _convert_="all", **sizes))
     trainer.loggers = instantiate_loggers(cfg.get("logger"), model)
     init_from = cfg.model.policy.get("init_from")
-    if init_from and not cfg.get("ckpt_path"):  # warm start: the curve carries on from the weights' own
-        record = torch.load(init_from, map_location="cpu", weights_only=False).get("ho_co", {}).get("training")
+    if init_from and ckpt_path is None:  # warm start: the curve carries on from the weights' own
+        record = training_record(read_checkpoint(init_from, "init_from checkpoint"))
         if record:
             for callback in callbacks:
                 if isinstance(callback, LearningCurve):
@@ -116,14 +140,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer.fit(model, ckpt_path=cfg.get("ckpt_path"))
+    trainer.strategy.checkpoint_io = SafeCheckpointIO()
+    trainer.fit(model, ckpt_path=None if ckpt_path is None else str(ckpt_path))
 
-    ckpt = trainer.checkpoint_callback
+    best = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
     summary = next((c.summary for c in callbacks if isinstance(c, RunSummary)), None)
     return {
         "output_dir": str(output_dir),
-        "best_checkpoint": getattr(ckpt, "best_model_path", None),
-        "last_checkpoint": getattr(ckpt, "last_model_path", None),
+        "best_checkpoint": getattr(best, "best_model_path", None),
+        "last_checkpoint": getattr(last, "last_model_path", None),
         "global_step": trainer.global_step,
         "epoch": trainer.current_epoch,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},

@@ -8,6 +8,11 @@
   instances are kept.
 - Resume: every finished instance is appended at once to ``OUT.partial.jsonl``; a killed run
   started again with the same instances and solver skips what is there.
+- Stopping: SIGINT, or SIGTERM while `sigterm_raises` is active (as it is while workers run,
+  unless the program handles SIGTERM itself), raises KeyboardInterrupt (`Terminated` for
+  SIGTERM) in the parent, which kills every worker and the solver processes they started,
+  keeping the partial file. Workers ignore SIGINT (the parent ends them) and, on Linux, die
+  with their parent even when it is killed outright.
 - Cache: the result file records the SHA-256 of the instance arrays, the solver and the time
   limit; asking again for the same returns the file's content without solving anything.
 - Every instance is solved on its cost matrix, the instances' own metric (TSPLIB's rounding
@@ -19,9 +24,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
@@ -54,6 +62,8 @@ def solve_instances(solver: str, instances: Instances, *, out=None, workers: int
     validate(cost, "cost_matrix", "solve_instances")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if time_limit is not None and not (np.isfinite(time_limit) and time_limit > 0):
+        raise ValueError(f"time_limit must be a positive, finite number of seconds, got {time_limit}")
     size, n = cost.shape[:2]
     digest = instances.digest
     out = Path(out) if out is not None else default_out(solver, digest, time_limit)
@@ -67,7 +77,7 @@ def solve_instances(solver: str, instances: Instances, *, out=None, workers: int
         _say(progress, f"{out}: holds other references (instances, solver or time limit "
                        "differ): solving again and replacing it")
 
-    partial = out.with_name(out.name + ".partial.jsonl")
+    partial = partial_path(out)
     header = {"instances_hash": digest, "solver": solver, "time_limit": time_limit, "size": size}
     done = _read_partial(partial, header, n)
     if done:
@@ -86,6 +96,37 @@ def solve_instances(solver: str, instances: Instances, *, out=None, workers: int
     refs.save(out)
     partial.unlink(missing_ok=True)
     return refs
+
+
+def partial_path(out) -> Path:
+    """Where a run writing ``out`` keeps its finished instances until it completes."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so the same cleanup runs."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def sigterm_raises():
+    """While inside, SIGTERM raises `Terminated` (where SIGTERM still has its default action,
+    in the main thread; elsewhere it is left alone)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _cached(out: Path, digest: str, solver: str, limit: float) -> References | None:
@@ -131,32 +172,65 @@ def _run_workers(target, cost, todo, time_limit, workers, partial, header, done,
     per_task = int(np.clip(len(todo) // (workers * 20), 1, CHUNK_MAX))
     chunks = [todo[k:k + per_task] for k in range(0, len(todo), per_task)]
     bar = _progress_bar(progress, f"{solver}", len(done) + len(todo), len(done))
-    with open(partial, "a") as log, ProcessPoolExecutor(
-            max_workers=min(workers, len(chunks)), mp_context=_context()) as pool:
-        pending = {pool.submit(_solve_chunk, target, [(b, cost[b]) for b in c], time_limit) for c in chunks}
-        try:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_context(),
+                               initializer=_worker_init)
+    try:
+        with sigterm_raises(), open(partial, "a") as log:
+            pending = {pool.submit(_solve_chunk, target, [(b, cost[b]) for b in c], time_limit)
+                       for c in chunks}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    for b, tour, optimal, method in fut.result():
-                        done[b] = (tour, optimal, method)
-                        log.write(json.dumps({"i": b, "tour": tour.tolist(), "optimal": optimal,
-                                              "method": method}) + "\n")
-                    log.flush()
+                    _log_chunk(fut.result(), done, log)
                     if bar is not None:
                         bar[0].update(bar[1], completed=len(done))
-        except BrokenProcessPool as err:
-            raise RuntimeError(
-                f"a {solver} worker process died (a crash in the solver's C code?); the "
-                f"{len(done)} finished instances are kept in {partial}: run again to resume, "
-                "or use another solver") from err
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
-        finally:
-            if bar is not None:
-                bar[0].stop()
+    except BrokenProcessPool as err:
+        raise RuntimeError(
+            f"a {solver} worker process died (a crash in the solver's C code?); the "
+            f"{len(done)} finished instances are kept in {partial}: run again to resume, "
+            "or use another solver") from err
+    except BaseException:
+        _end_workers(pool)  # an error or a signal: no worker outlives the run
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar[0].stop()
+
+
+def _log_chunk(results, done: dict, log) -> None:
+    for b, tour, optimal, method in results:
+        done[b] = (tour, optimal, method)
+        log.write(json.dumps({"i": b, "tour": tour.tolist(), "optimal": optimal,
+                              "method": method}) + "\n")
+    log.flush()
+
+
+def _worker_init() -> None:
+    """Runs first in each worker: SIGINT (a terminal's Ctrl-C reaches the whole process group)
+    is left to the parent, which ends the workers; the worker leads its own process group, so
+    ending it ends a solver executable it started; on Linux it dies with its parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.setpgrp()
+    except OSError:
+        pass
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL every worker's process group (the worker and what it started), at once: a solver
+    deep in C code would not notice a gentler signal until it finished."""
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        for kill in (os.killpg, os.kill):  # a worker not yet in its own group: itself
+            try:
+                kill(pid, signal.SIGKILL)
+                break
+            except (ProcessLookupError, PermissionError):
+                continue
 
 
 def _context():

@@ -70,3 +70,18 @@ def test_pretrain_overrides(text_file, tmp_path, capsys):
                                "batch_size=4", "max_steps=2", "eval_steps=2", "use_cpu=true"])
     assert set(result["final_val_loss"]) == {"1", "2"}
     assert (out / "loss_curves.png").is_file()
+
+
+def test_finetune_checks_the_data_before_the_model(llama_dir, text_file, tmp_path, capsys):
+    missing_model = str(tmp_path / "no_model")
+    argv = ["finetune", "--method", "full", "--output", str(tmp_path / "out")]
+    assert main(argv + ["--model", missing_model, "--data", str(tmp_path / "no_data.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"ho-co finetune: error: {tmp_path / 'no_data.txt'}: no such data file (--data)"
+    assert main(argv + ["--model", str(llama_dir), "--data", str(text_file),
+                        "--eval-data", str(tmp_path / "no_eval.jsonl")]) == 2
+    assert "no_eval.jsonl: no such data file (--eval-data)" in capsys.readouterr().err
+    assert main(argv + ["--model", missing_model, "--data", str(text_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ho-co finetune: error: {missing_model}: no local model directory") and "\n" not in err
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,8 @@ with the file and the problem named (TSPLIB files: test_tsplib.py)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,8 @@ BAD_NPZ = {
     "too few nodes": (dict(locs=np.zeros((2, 2, 2))), "at least 3"),
     "empty": (dict(locs=np.zeros((0, 5, 2))), "no instances"),
     "strings": (dict(locs=np.array([["a"]])), "numeric"),
+    "both keys": (dict(locs=np.zeros((2, 5, 2)), cost_matrix=np.ones((2, 5, 5))),
+                  "both 'locs' and 'cost_matrix'"),
 }
 
 
@@ -120,3 +124,66 @@ def test_save_validates(tmp_path):
     with pytest.raises(ValueError, match=".npz"):
         save_instances(tmp_path / "t.pkl", locs=np.zeros((1, 4, 2)))
     assert not any(tmp_path.iterdir())
+
+
+def test_empty_truncated_or_foreign_npz_names_the_file(tmp_path):
+    whole = save_instances(tmp_path / "whole.npz", locs=generate_tsp(6, 40, seed=0)).read_bytes()
+    cases = {"empty.npz": b"", "half.npz": whole[:len(whole) // 2], "text.npz": b"hello",
+             "tail.npz": whole[:-3]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match="not an .npz archive") as err:
+            load_instances(tmp_path / name)
+        assert str(err.value).startswith(str(tmp_path / name)) and "\n" not in str(err.value)
+
+
+def _make_data(*args):
+    from ho_co.cli import main
+
+    return main(["make-data", "--problem", "tsp", *map(str, args)])
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_make_data_seed_outside_numpys_range(tmp_path, capsys, seed):
+    assert _make_data("--num-loc", 5, "--size", 2, "--seed", seed, "--out", tmp_path / "m.npz") == 2
+    assert "--seed" in capsys.readouterr().err and not (tmp_path / "m.npz").exists()
+
+
+def test_make_data_too_few_nodes_names_the_option(tmp_path, capsys):
+    assert _make_data("--num-loc", 2, "--size", 2, "--seed", 0, "--out", tmp_path / "m.npz") == 2
+    assert "--num-loc must be at least 3" in capsys.readouterr().err
+
+
+def test_make_data_checks_the_suffix_before_generating(tmp_path, capsys, monkeypatch):
+    import ho_co.problems
+
+    def no_work(*args):
+        raise AssertionError("generated before the output was checked")
+
+    monkeypatch.setattr(ho_co.problems, "generate_tsp", no_work)
+    assert _make_data("--num-loc", 5, "--size", 2, "--seed", 0, "--out", tmp_path / "m.pkl") == 2
+    assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem, num_loc, size", [("tsp", 1000, 10**9), ("atsp", 10**4, 10**6)])
+def test_make_data_too_large_is_refused_before_allocating(tmp_path, capsys, problem, num_loc, size):
+    from ho_co.cli import main
+
+    start = time.monotonic()
+    assert main(["make-data", "--problem", problem, "--num-loc", str(num_loc), "--size", str(size),
+                 "--seed", "0", "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "--size" in err and "TiB" in err and "available" in err
+    assert time.monotonic() - start < 5 and not (tmp_path / "m.npz").exists()
+
+
+def test_make_data_does_not_replace_another_kind(tmp_path, capsys):
+    from ho_co.problems import References
+
+    refs = tmp_path / "refs.npz"
+    References(np.tile(np.arange(5), (2, 1)), np.ones(2), np.ones(2, bool), np.full(2, "exact"),
+               "concorde").save(refs)
+    assert _make_data("--num-loc", 5, "--size", 2, "--seed", 0, "--out", refs) == 2
+    assert "reference tours" in capsys.readouterr().err and References.load(refs).solver == "concorde"
+    assert _make_data("--num-loc", 5, "--size", 2, "--seed", 0, "--out", refs, "--overwrite") == 0
+    assert load_instances(refs).num_loc == 5

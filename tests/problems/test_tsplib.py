@@ -170,6 +170,15 @@ MALFORMED = {
     "no type": ("NAME: d\nTYPE: TSP\nDIMENSION: 3\nNODE_COORD_SECTION\n1 0 0\n2 1 0\n3 1 1\nEOF\n",
                 "EDGE_WEIGHT_TYPE missing"),
     "cvrp": ("NAME: c\nTYPE: CVRP\nDIMENSION: 3\nEOF\n", "TSPLIB TYPE CVRP is not TSP or ATSP"),
+    "duplicate id": ("NAME: d\nTYPE: TSP\nDIMENSION: 4\nEDGE_WEIGHT_TYPE: EUC_2D\nNODE_COORD_SECTION\n"
+                     "1 0 0\n2 3 0\n3 3 4\n4 0 4\n3 9 9\nEOF\n", r":10: node 3 is listed twice in NODE_COORD"),
+    "duplicate id, one missing": ("NAME: d\nTYPE: TSP\nDIMENSION: 4\nEDGE_WEIGHT_TYPE: EUC_2D\n"
+                                  "NODE_COORD_SECTION\n1 0 0\n2 3 0\n2 3 4\n4 0 4\nEOF\n",
+                                  r":8: node 2 is listed twice"),
+    "duplicate display id": ("NAME: d\nTYPE: TSP\nDIMENSION: 3\nEDGE_WEIGHT_TYPE: EXPLICIT\n"
+                             "EDGE_WEIGHT_FORMAT: UPPER_ROW\nDISPLAY_DATA_TYPE: TWOD_DISPLAY\n"
+                             "EDGE_WEIGHT_SECTION\n1 2\n3\nDISPLAY_DATA_SECTION\n1 0 0\n1 1 1\n3 2 2\nEOF\n",
+                             r"node 1 is listed twice in DISPLAY_DATA_SECTION"),
 }
 
 

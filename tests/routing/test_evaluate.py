@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from ho_co.cli import main
-from ho_co.problems import load_instances, load_references, mean_gap, tour_lengths
+from ho_co.problems import load_instances, load_references, mean_gap, save_instances, tour_lengths
 from ho_co.routing.envs import make_env
-from ho_co.routing.evaluate import augmented_copy, decode, evaluate, load_checkpoint
+from ho_co.routing.evaluate import augmented_copy, decode, evaluate
+from ho_co.routing.policies import policy_from_checkpoint
 
 
 def test_eval_returns_valid_tours_and_gap(tsp_run, tsp_files, tmp_path):
@@ -17,7 +18,7 @@ def test_eval_returns_valid_tours_and_gap(tsp_run, tsp_files, tmp_path):
                    render=tmp_path / "tours.png", progress=False)
     assert out["valid_tours"] and out["num_instances"] == 12 and out["num_starts"] == 7
     assert out["mean_length"] >= ref_lengths.mean() - 1e-9  # references are optimal
-    policy, env, _ = load_checkpoint(result["last_checkpoint"])
+    policy, env, _ = policy_from_checkpoint(result["last_checkpoint"])
     _, lengths, _ = decode(policy, env, load_instances(inst), seed=0)
     assert np.isclose(out["mean_gap_percent"], mean_gap(lengths, ref_lengths))
     assert json.loads((tmp_path / "r.json").read_text())["mean_gap_percent"] == out["mean_gap_percent"]
@@ -34,7 +35,7 @@ def test_matnet_augmentation_repeats_the_matrix():
 def test_augmentation_never_worse_and_lengths_recomputed(tsp_run, tsp_files):
     result, _ = tsp_run
     inst = load_instances(tsp_files[0])
-    policy, env, _ = load_checkpoint(result["last_checkpoint"])
+    policy, env, _ = policy_from_checkpoint(result["last_checkpoint"])
     tours1, len1, _ = decode(policy, env, inst, num_augment=1, seed=5)
     tours4, len4, _ = decode(policy, env, inst, num_augment=4, seed=5)
     for tours in (tours1, tours4):
@@ -78,3 +79,39 @@ def test_cli_eval_json(tsp_run, tsp_files, tmp_path, capsys):
     saved = json.loads((tmp_path / "o.json").read_text())
     assert saved["num_augment"] == 2 and saved["reference_solver"] == "brute-force"
     assert saved["time_per_instance_ms"] > 0
+
+
+@pytest.mark.parametrize("starts", ["0", "-1", "8"])
+def test_cli_eval_refuses_starts_outside_one_to_n(tsp_run, tsp_files, capsys, starts):
+    result, _ = tsp_run
+    code = main(["eval", "--checkpoint", result["last_checkpoint"], "--instances", str(tsp_files[0]),
+                 "--starts", starts])
+    assert code == 2
+    assert f"--starts {starts} is outside 1..7" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("key", ["locs", "cost_matrix"])
+def test_eval_in_other_units_gives_the_same_tours(tsp_run, tsp_files, tmp_path, key):
+    """The same instances x100 (coordinates, or a matrix-only file): the same tours, lengths x100."""
+    result, _ = tsp_run
+    inst = load_instances(tsp_files[0])
+    arrays = {"locs": inst.locs.astype(np.float64), "cost_matrix": inst.cost_matrix}[key]
+    unit = save_instances(tmp_path / "unit.npz", **{key: arrays})
+    scaled = save_instances(tmp_path / "x100.npz", **{key: 100 * arrays})
+    outs = {}
+    for name, path in (("unit", unit), ("x100", scaled)):
+        evaluate(result["last_checkpoint"], path, out=tmp_path / f"{name}_tours.npz", progress=False)
+        outs[name] = np.load(tmp_path / f"{name}_tours.npz")
+    np.testing.assert_array_equal(outs["x100"]["tours"], outs["unit"]["tours"])
+    np.testing.assert_allclose(outs["x100"]["lengths"], 100 * outs["unit"]["lengths"], rtol=1e-9)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device, says", [("cuda", "--device cuda: CUDA is not available"),
+                                          ("gpu", "--device gpu: not a torch device")])
+def test_cli_eval_on_a_device_it_cannot_use_is_one_line(tsp_run, tsp_files, capsys, device, says):
+    result, _ = tsp_run
+    code = main(["eval", "--checkpoint", result["last_checkpoint"], "--instances", str(tsp_files[0]),
+                 "--device", device])
+    assert code == 2
+    assert says in capsys.readouterr().err.strip().splitlines()[-1]

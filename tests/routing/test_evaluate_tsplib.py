@@ -66,6 +66,10 @@ def test_eval_directory_against_optima_with_out(tsp_run, tsplib_dir, tmp_path, c
         assert row["reference_mean_length"] == optimum
         assert row["mean_gap_percent"] == pytest.approx(100 * (row["mean_length"] - optimum) / optimum)
         assert row["mean_gap_percent"] >= 0
+    # `ho-co report` takes what this eval wrote: one row of the mean gap over the files
+    assert main(["report", "--eval", f"HO={tmp_path / 'r.json'}"]) == 0
+    mean_gap = json.loads((tmp_path / "r.json").read_text())["mean_gap_percent"]
+    assert f"| HO | - | {mean_gap:.3f} | 1 |" in capsys.readouterr().out
 
 
 def test_eval_one_file_against_solve_output_and_augmentation(tsp_run, tsplib_dir, tmp_path):

@@ -96,7 +96,9 @@ def test_fewer_starts_per_step_logprobs_and_hidden():
     assert_same(a, b)
     assert (b["log_likelihood"][:, [0, -1]] == 0).all()
     for field in ("node_embeddings", "glimpse_key", "glimpse_val", "logit_key"):  # rl4co returns its decoder cache
-        torch.testing.assert_close(getattr(a["hidden"], field), getattr(b["hidden"], field))
+        # the fused mixer sums in another order, so the encoder agrees to float rounding: rl4co's own
+        # encoder moves by 2e-5 here when the cost matrix moves by one ulp
+        torch.testing.assert_close(getattr(a["hidden"], field), getattr(b["hidden"], field), rtol=1e-5, atol=5e-5)
 
 
 def test_other_decodings_fall_back_to_rl4co():

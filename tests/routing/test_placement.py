@@ -184,13 +184,37 @@ def test_orders_patterns_exclude_and_the_mixer_in_all():
     assert "decoder.pointer.project_out" in names
 
     am = ZOO["AttentionModel"].make().policy
-    report = apply_ho(am, ["embedding", "*.out_proj"], order=4)  # a preset and a replace_linear pattern
-    assert [e.name for e in report.replaced] == ["encoder.net.layers.0.0.module.out_proj"]
-    assert report.skipped[0].name == "encoder.init_embedding.init_embed" and "order" in report.skipped[0].skipped
+    report = apply_ho(am, ["embedding", "*.out_proj"], order=2)  # a preset and a replace_linear pattern
+    assert [e.name for e in report.replaced] == ["encoder.init_embedding.init_embed",
+                                                 "encoder.net.layers.0.0.module.out_proj"]
     with pytest.raises(ValueError, match="matches no linear layer"):
         apply_ho(ZOO["AttentionModel"].make().policy, ["nonexistent_layer"])
     with pytest.raises(ValueError, match="mode must be one of"):
         apply_ho(am, mode="fresh")
+
+
+def test_an_order_that_does_not_fit_is_an_error_naming_the_option_or_the_layer():
+    """An order below 1, or wider than a layer a preset or pattern names, raises before anything
+    changes; `all` skips (and reports) the narrow layers, but an order that fits none raises."""
+    am = ZOO["AttentionModel"].make().policy
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"HO order must be an integer >= 1, got order={bad!r}"):
+            apply_ho(am, order=bad)
+    with pytest.raises(ValueError, match=r"HO order 4 is wider than encoder\.init_embedding\.init_embed "
+                                         r"\(in_features=2\)"):
+        apply_ho(am, ["embedding", "attention"], order=4)  # fits the attention, not the embedding
+    with pytest.raises(ValueError, match=r"wider than encoder\.net\.layers\.0\.0\.module\.out_proj \(in_features=16\)"):
+        apply_ho(am, ["*.out_proj"], order=17)
+    with pytest.raises(ValueError, match=r"HO order 17 is wider than encoder\.init_embedding\.init_embed"):
+        apply_ho(am, ["all"], order=17)  # `all` would have left 8 of its 9 layers plain
+    assert not holinears(am)  # nothing half-done
+    one_input = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+    report = apply_ho(one_input, ["all"], order=2)  # a one-input layer has no order 2: left plain
+    assert [e.name for e in report.skipped] == ["0"] and [e.name for e in report.replaced] == ["2"]
+    with pytest.raises(ValueError, match=r"HO order 2 is wider than 0 \(in_features=1\)"):
+        apply_ho(torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8)), ["0"])
+    with pytest.raises(ValueError, match=r"HO order 2 fits no targeted layer of Sequential: the widest has in_features=1"):
+        apply_ho(torch.nn.Sequential(torch.nn.Linear(1, 8)), ["all"])
 
 
 def test_cached_leaves_the_decoding_step_plain():

@@ -116,7 +116,7 @@ def test_same_switch_on_attention_model_policy():
 def test_a_converted_run_is_rebuilt_from_its_own_checkpoint(tmp_path):
     """`ho-co eval` rebuilds a policy with build_policy from the checkpoint's config and weights,
     also for a run that converted a plain checkpoint (whose init_from is gone by then)."""
-    from ho_co.routing.evaluate import load_checkpoint
+    from ho_co.routing.policies import policy_from_checkpoint
 
     torch.manual_seed(2)
     ho = {"order": 2, "targets": ["attention", "mixer"], "exclude": [], "mode": "convert"}
@@ -132,7 +132,7 @@ def test_a_converted_run_is_rebuilt_from_its_own_checkpoint(tmp_path):
                                    "ho": ho, "init_from": str(tmp_path / "gone.ckpt"), "fast": True}}}
     torch.save({"state_dict": {f"policy.{k}": v.to(torch.bfloat16) for k, v in tuned.state_dict().items()},
                 "ho_co": {"config": config}}, tmp_path / "tuned.ckpt")
-    policy, _env, _cfg = load_checkpoint(tmp_path / "tuned.ckpt")
+    policy, _env, _cfg = policy_from_checkpoint(tmp_path / "tuned.ckpt")
     rebuilt = policy.state_dict()
     assert rebuilt.keys() == tuned.state_dict().keys()
     for k, v in tuned.state_dict().items():

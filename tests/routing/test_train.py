@@ -124,6 +124,36 @@ def test_matnet_too_narrow_for_n_is_a_clear_error(tmp_path, smoke, capsys):
     assert "takes at most embed_dim" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("order, says", [
+    ("0", "HO order must be an integer >= 1, got order=0"),
+    ("2.5", "HO order must be an integer >= 1, got order=2.5"),
+    ("17", "HO order 17 is wider than encoder.layers.0.MHA.row_encoding_block.Wq (in_features=16)"),
+])
+def test_an_ho_order_that_does_not_fit_stops_before_training(tmp_path, smoke, capsys, order, says):
+    assert main(["train", *smoke(tmp_path, "order", f"model.policy.ho.order={order}")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"ho-co train: error: model: {says}")
+    assert not (tmp_path / "order" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override, says", [
+    ("trainer.max_epochs=abc", "trainer.max_epochs=abc: expected a number, like the default 2"),
+    ("env.generator_params.num_loc=2", "env.generator_params.num_loc=2: a tour needs at least 3 nodes"),
+    pytest.param("trainer.accelerator=gpu", "trainer: No supported gpu backend found!",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
+])
+def test_bad_settings_stop_before_training_in_one_line(tmp_path, smoke, capsys, override, says):
+    assert main(["train", *smoke(tmp_path, "bad", override)]) == 2
+    assert says in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_a_bare_train_asks_for_an_experiment(capsys):
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ho-co train experiment=tsp20_cpu" in err and "smoke" in err and len(err.splitlines()) == 1
+
+
 def test_convert_a_trained_matnet_then_fine_tune(tmp_path, smoke):
     plain = train(compose(smoke(tmp_path, "plain", "model=matnet", "trainer.max_epochs=1")))
     tuned = train(compose(smoke(tmp_path, "tuned", "trainer.max_epochs=1", "model.policy.ho.mode=convert",
