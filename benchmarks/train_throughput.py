@@ -18,6 +18,7 @@ figure is the median over rounds, each ratio the median of the ratios within a r
 (benchmarks/timing.py). Ratios hold within one run only.
 
     python benchmarks/train_throughput.py                      # small CPU run (a minute or two)
+    python benchmarks/train_throughput.py --preset tsp50-cpu   # TSP-50 CPU size: also GFLOP/s and % of sgemm
     python benchmarks/train_throughput.py --device cuda        # TSP-50, embed 256, 5 layers, bf16
     python benchmarks/train_throughput.py --device cuda --curves 500 --curves-csv curves.csv
         # rl4co's loop and the fast loop trained from the same weights and seed: per-step
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import statistics
 import time
 
 import torch
@@ -40,12 +42,16 @@ PRESETS = {  # per device: MatNet's published size on a GPU; a quick run on a CP
                  "instances": 1280, "eval_batch": 256, "augment": 8, "rounds": 3},
     "cpu": {"num_loc": 20, "embed_dim": 64, "layers": 2, "heads": 4, "batch": [32], "steps": 6, "warmup": 2,
                 "instances": 256, "eval_batch": 64, "augment": 4, "rounds": 3},
+    # --preset tsp50-cpu: the TSP-50 size CPU training runs at (BENCHMARKS.md, "CPU training speed")
+    "tsp50-cpu": {"num_loc": 50, "embed_dim": 128, "layers": 3, "heads": 8, "batch": [64], "steps": 3, "warmup": 1,
+                  "instances": 64, "eval_batch": 64, "augment": 8, "rounds": 3},
 }
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu (small default sizes) or cuda (MatNet's published size)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="sizes (default: cuda or cpu by --device)")
     p.add_argument("--num-loc", type=int)
     p.add_argument("--embed-dim", type=int)
     p.add_argument("--layers", type=int)
@@ -73,7 +79,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--curves-csv", help="write the per-step curves here")
     args = p.parse_args()
     args.compile = [] if args.compile is None else args.compile or ["default"]
-    preset = PRESETS["cuda" if args.device.startswith("cuda") else "cpu"]
+    preset = PRESETS[args.preset or ("cuda" if args.device.startswith("cuda") else "cpu")]
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -212,6 +218,36 @@ def breakdown(make, env, batch: int, args, reps: int = 5) -> dict:
     return {key: 1000 * t for key, t in times.items()}
 
 
+def step_gflop(make, env, batch: int, args) -> float:
+    """GFLOP of one training step's forward and backward per instance, by FlopCounterMode, with
+    the CPU attention kernels (which FlopCounterMode does not know) counted like the CUDA ones.
+    Counted on rl4co's loop, so every row is measured against the same work."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    extra = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        extra[aten._scaled_dot_product_flash_attention_for_cpu] = (
+            lambda q, k, v, *a, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v))
+        extra[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+            lambda g, q, k, v, *a, out_shape=None, **kw: fc.sdpa_backward_flop_count(g, q, k, v))
+    policy = make().to(args.device)
+    td = env.reset(env.generator(batch).to(args.device))
+    counter = fc.FlopCounterMode(display=False, custom_mapping=extra)
+    with counter:
+        out = policy(td, env, phase="train", decode_type="multistart_sampling")
+        (out["reward"] * out["log_likelihood"]).mean().backward()
+    return counter.get_total_flops() / 1e9 / batch
+
+
+def sgemm_gflops(size: int = 2048, reps: int = 3) -> float:
+    """This machine's fp32 matmul rate now (GFLOP/s of a size x size matmul, best of reps)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(seconds(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
 def check_same_math(makers: dict, env, args) -> None:
     """On this device, in float32: each fast row against rl4co's loop on the same weights and seeds.
 
@@ -288,7 +324,14 @@ def speed(args) -> None:
                 row.update({f"inst_s{b}": r["inst_s"], f"ms{b}": r["ms_step"], f"peak{b}": r["peak_gib"]})
         return row
 
-    results = interleaved({name: lambda make=make: measure(make) for name, make in makers.items()}, args.rounds)
+    cases = {name: lambda make=make: measure(make) for name, make in makers.items()}
+    cpu_train = not args.no_train and not args.device.startswith("cuda")
+    if cpu_train:  # the matmul rate in the same rounds, so the load it sees is the models' load
+        cases["sgemm"] = lambda: {"gflops": sgemm_gflops()}
+        gflop = step_gflop(makers["rl4co MatNet"], env, args.batch[0], args)
+        print(f"model work: {gflop:.3f} GFLOP per instance per training step (FlopCounterMode on rl4co's loop, "
+              "CPU attention included)")
+    results = interleaved(cases, args.rounds)
     med = medians(results)
     nan = float("nan")
 
@@ -297,6 +340,8 @@ def speed(args) -> None:
         head += f"{'infer ms/inst':>15s}{f'aug x{args.augment} ms/inst':>18s}"
     if not args.no_train:
         head += "".join(f"{f'b{b} inst/s':>13s}{f'b{b} ms/step':>13s}{f'b{b} peak GiB':>14s}" for b in args.batch)
+    if cpu_train:
+        head += f"{'GFLOP/s':>9s}{'% sgemm':>9s}"
     print(head + "   (medians over rounds)")
     for name in makers:
         r = med.get(name, {})
@@ -306,7 +351,13 @@ def speed(args) -> None:
         if not args.no_train:
             line += "".join(f"{r.get(f'inst_s{b}', nan):13.1f}{r.get(f'ms{b}', nan):13.1f}{r.get(f'peak{b}', nan):14.2f}"
                             for b in args.batch)
+        if cpu_train:  # batch[0]'s rate, each round against that round's sgemm
+            rates = [x[f"inst_s{args.batch[0]}"] * gflop for x in results.get(name, [])]
+            pct = [100 * r / g["gflops"] for r, g in zip(rates, results["sgemm"])]
+            line += f"{statistics.median(rates) if rates else nan:9.1f}{statistics.median(pct) if pct else nan:9.1f}"
         print(line)
+    if cpu_train:
+        print(f"sgemm (2048 x 2048 fp32 matmul) in the same rounds: {med['sgemm']['gflops']:.1f} GFLOP/s")
 
     def ratio(a: str, b: str, key: str) -> float:
         return median_ratio(results, a, b, key)

@@ -110,10 +110,37 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+class OverridesHelp(argparse.RawDescriptionHelpFormatter):
+    """Fills the epilog `PRETRAIN_OVERRIDES` only when help is printed: listing the fields imports
+    torch, which `ho-co --help` and every other command should not pay for."""
+
+    def add_text(self, text):
+        super().add_text(pretrain_overrides() if text is PRETRAIN_OVERRIDES else text)
+
+
+PRETRAIN_OVERRIDES = "key=value overrides"
+
+
+def pretrain_overrides() -> str:
+    """PretrainConfig's fields as `key=default` lines, in the syntax the overrides take."""
+    import json
+    from dataclasses import MISSING, fields
+
+    from ho_co.llm.pretrain import PretrainConfig
+
+    lines = [f"{PRETRAIN_OVERRIDES} (defaults shown), e.g. orders=[1,2] n_layer=2 max_steps=200:"]
+    for f in fields(PretrainConfig):
+        if f.name not in ("text", "output"):  # the flags above
+            default = f.default_factory() if f.default is MISSING else f.default
+            lines.append(f"  {f.name}={json.dumps(default, separators=(',', ':'))}")
+    return "\n".join(lines)
+
+
 def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain",
         help="GPT-2 from scratch, HOLinear orders vs baseline (key=value overrides, e.g. orders=[1,2,4] n_layer=2)",
+        epilog=PRETRAIN_OVERRIDES, formatter_class=OverridesHelp,
     )
     p.add_argument("--text", required=True, help="training text file")
     p.add_argument("--output", required=True, help="directory for runs, curves.csv, loss_curves.png")
@@ -146,8 +173,11 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from omegaconf import OmegaConf
 
-        from ho_co.routing.train import compose, train
+        from ho_co.routing.train import compose, experiments, train
 
+        if not args.overrides and not args.cfg:  # the defaults alone are a 100-epoch TSP-50 job
+            raise ValueError(f"name an experiment, e.g. `ho-co train experiment=tsp20_cpu` "
+                             f"(experiments: {', '.join(experiments())})")
         cfg = compose(args.overrides)
         if args.cfg:
             print(OmegaConf.to_yaml(cfg))
@@ -183,6 +213,8 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--render", metavar="PNG", help="draw the first tours to this PNG (TSP)")
     p.add_argument("--render-count", type=int, default=4)
     p.add_argument("--json", metavar="OUT", help="write the result as JSON")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output of another kind (never an input)")
 
     def run(args: argparse.Namespace) -> int:
         import json
@@ -193,7 +225,7 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
             args.checkpoint, args.instances, args.reference, num_augment=args.augment,
             num_starts=args.starts, batch_size=args.batch_size, device=args.device, seed=args.seed,
             render=args.render, render_count=args.render_count, json_out=args.json, out=args.out,
-            optima=args.optima,
+            optima=args.optima, overwrite=args.overwrite,
         )
         print(format_table(result) if "files" in result else json.dumps(result, indent=2))
         return 0

@@ -79,12 +79,15 @@ def finetune(config: FinetuneConfig) -> dict:
     from transformers import set_seed
 
     from ho_co.adapters import trainable_parameters
-    from ho_co.llm.data import context_length, load_examples
+    from ho_co.llm.data import DataError, context_length, load_examples
     from ho_co.llm.methods import apply_method
     from ho_co.llm.models import load_pretrained, save_finetuned
 
     if config.merge and config.spec.method not in ("lora", "quanta"):
         raise ValueError(f"merge applies to the adapters lora and quanta, not to {config.spec.method}")
+    for path, option in ((config.data, "--data"), (config.eval_data, "--eval-data")):
+        if path and not Path(path).is_file():  # before the model: loading one can take minutes
+            raise DataError(f"{path}: no such data file ({option})")
     set_seed(config.seed)
     model, tokenizer = load_pretrained(config.model, config.dtype)
     max_length = context_length(model, config.max_length)

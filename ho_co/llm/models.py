@@ -150,7 +150,11 @@ def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as err:  # transformers' several-line "not a local folder and not a valid model identifier"
+        raise FileNotFoundError(f"{name}: no local model directory of that name, and none loadable from the "
+                                f"Hugging Face hub ({type(err).__name__})") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"

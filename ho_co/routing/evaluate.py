@@ -1,10 +1,8 @@
 """Decode a trained policy on instance files: multi-start greedy, augmentation, lengths, gap.
 
 Every tour is checked to be a permutation before it counts, and lengths are re-measured on the
-instances' own cost matrix (`ho_co.problems.tours`), never taken from the policy's reward. A
-TSPLIB file is decoded from a normalised copy (coordinates scaled into the unit square for
-coordinate policies, the matrix divided by its largest entry for MatNet) and measured in the
-file's metric. MatNet's augmentation is its own: the same instance decoded again with fresh
+instances' own cost matrix (`ho_co.problems.tours`), never taken from the policy's reward. Every
+file is decoded from a normalised copy (see `policy_input`) and measured in its own metric. MatNet's augmentation is its own: the same instance decoded again with fresh
 random one-hot column embeddings (rl4co's dihedral/symmetric transforms act on coordinates,
 which a cost matrix does not have); coordinate policies (AM/POMO on TSP) use rl4co's dihedral-8
 / symmetric one. Copy 0 of every augmentation is the plain decode (the identity transform, the
@@ -27,6 +25,7 @@ from tensordict import TensorDict
 from rl4co.data.transforms import StateAugmentation
 from rl4co.utils.ops import gather_by_index, unbatchify
 
+from ho_co.outputs import check_output, per_file_outputs
 from ho_co.problems.instances import Instances, instance_files, load_instances
 from ho_co.problems.references import References, load_references
 from ho_co.problems.tours import check_tours, gaps, tour_lengths
@@ -76,12 +75,10 @@ def unit_square(locs: np.ndarray) -> np.ndarray:
 
 
 def matrix_for_policy(instances: Instances, env) -> np.ndarray:
-    """MatNet's input: a TSPLIB matrix divided by its largest entry; an .npz matrix (or the
-    distances of its points) scaled so each instance's mean cost is the training generator's at
-    this N, which leaves instances drawn like the training ones almost as they are."""
+    """MatNet's input: each matrix (a TSPLIB file's, an .npz's, or the distances of its points)
+    scaled so its mean cost is the training generator's at this N. Units do not matter, and
+    instances drawn like the training ones stay almost as they are."""
     cost = np.asarray(instances.cost_matrix, dtype=np.float64)
-    if instances.edge_weight_type is not None:
-        return cost / cost.max()
     scale = generator_mean_cost(env, instances.num_loc) / np.maximum(mean_cost(cost), 1e-12)
     return cost * scale[:, None, None]
 
@@ -228,7 +225,7 @@ def render_tours(instances: Instances, rows: dict[str, tuple[np.ndarray, np.ndar
 def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_starts: int | None = None,
              batch_size: int = 256, device: str = "cpu", seed: int = 0, render: str | None = None,
              render_count: int = 4, json_out: str | None = None, out: str | None = None,
-             optima: str | None = None, progress: bool = True) -> dict[str, Any]:
+             optima: str | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """`ho-co eval`: mean length, gap, time per instance, for one instance file or several
     (``instances``: a path, a directory, or a list of them; one result row per file).
 
@@ -236,15 +233,19 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
     directory of ``NAME.npz`` for several files) or from ``optima`` (lines ``name: length``).
     ``out`` writes the tours and their lengths in `ho-co solve`'s format (a directory of
     ``NAME.npz`` for several files). One file gives its result dict; several give
-    ``{"files": [rows], "mean_gap_percent": ...}`` (see `format_table`).
+    ``{"files": [rows], "mean_gap_percent": ...}`` (see `format_table`). Every output path is
+    checked before decoding starts: never one of the inputs, never a file of another kind
+    (reference tours, a checkpoint...) unless ``overwrite``.
     """
     if num_augment < 1:
         raise ValueError(f"--augment must be >= 1, got {num_augment}")
+    check_device(device)
     if reference and optima:
         raise ValueError("give --reference or --optima, not both")
     files = instance_files(instances)
     if render and len(files) > 1:
         raise ValueError(f"--render draws one instance file; {len(files)} were given")
+    out_paths = _checked_outputs(files, checkpoint, reference, optima, out, json_out, render, overwrite)
     policy, env, cfg = policy_from_checkpoint(checkpoint, device)
     problem = "tsp" if getattr(env, "problem", env.name) == "tsp" else "atsp"
     optimum_of = None
@@ -253,7 +254,7 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
 
         optimum_of = read_optima(optima)
     rows = []
-    for path in files:
+    for i, path in enumerate(files):
         inst = load_instances(path, problem=problem)
         _check_policy_takes(cfg, inst, path)
         if num_starts is not None and not 1 <= num_starts <= inst.num_loc:
@@ -284,7 +285,7 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
             if ref is not None:
                 row["greedy_gap_percent"] = float(gaps(greedy, ref.lengths).mean())
         if out:
-            dest = Path(out) / f"{path.stem}.npz" if len(files) > 1 else Path(out)
+            dest = out_paths[i]
             References(tours, lengths, np.zeros(len(inst), bool), np.full(len(inst), "policy"),
                        f"policy:{Path(checkpoint).name}", inst.digest).save(dest)
             row["out"] = str(dest)
@@ -299,6 +300,33 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def check_device(device: str) -> None:
+    """--device names a device torch has here (before the checkpoint is loaded onto it)."""
+    try:
+        kind = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device}: not a torch device (cpu, cuda, cuda:N, ...)") from err
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _checked_outputs(files, checkpoint, reference, optima, out, json_out, render, overwrite) -> list[Path]:
+    """Where `evaluate` writes, refused before any work if that would destroy an input or replace
+    a file of another kind (see `ho_co.outputs`); the tours' path per instance file."""
+    references = [Path(reference) / f"{p.stem}.npz" for p in files] if reference and len(files) > 1 else [reference]
+    inputs = [*files, checkpoint, optima, *references]
+    out_paths = per_file_outputs(files, out) if out else []
+    for dest in out_paths:
+        check_output(dest, "policy tours", inputs=inputs, overwrite=overwrite)
+    if json_out:
+        check_output(json_out, "eval JSON", inputs=inputs + out_paths, overwrite=overwrite, option="--json")
+    if render:
+        check_output(render, "another file", inputs=inputs + out_paths, overwrite=overwrite, option="--render")
+    return out_paths
 
 
 def format_table(result: dict[str, Any]) -> str:

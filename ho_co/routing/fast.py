@@ -15,6 +15,11 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
 - a static loop of exactly N - 2 network steps with no host sync (the last node is forced: its
   log-probability is exactly 0, as in rl4co), masks as bool tensors, the chosen
   log-probability gathered at once (no stored [steps, N] logits);
+- in training the rollout runs without autograd and the log-likelihood comes from one pass over
+  all steps of the chosen tours (`tour_logp`): large matmuls and one backward instead of N - 2
+  small ones; on CPU the rollout's multinomial draws go through a small sampler kernel
+  (`decode_kernel.cpp`: the same generator use and indices, without exponential_'s scalar loop)
+  and MatNet's mixer through a fused kernel (`ho_co.routing.mixer`);
 - the step itself is one function of tensors (`pointer_step`), so on CUDA it and the encoder
   can be handed to `torch.compile` (opt-in: `compile="default"` or `"reduce-overhead"`, which
   adds CUDA graphs); the CPU path always stays eager.
@@ -200,49 +205,21 @@ def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None,
 
 
 DECODE_KERNEL = os.path.join(os.path.dirname(__file__), "decode_kernel.cpp")
-DECODE_SWITCH = "HO_CO_FUSED_DECODE"  # "0": the rollout runs `pointer_step`'s torch ops
+DECODE_SWITCH = "HO_CO_FUSED_SAMPLING"  # "0": the rollout samples with torch.multinomial
 
 
 @functools.cache
 def decode_kernel():
-    """The fused CPU decoding step and sampler (decode_kernel.cpp), or None when unavailable."""
+    """The CPU sampler (decode_kernel.cpp), or None when unavailable."""
     if os.environ.get(DECODE_SWITCH, "1") == "0":
         return None
-    return build_kernel(DECODE_KERNEL, "ho_co_decode", "the fused decoding-step kernel", "decoding with torch ops")
+    return build_kernel(DECODE_KERNEL, "ho_co_decode", "the CPU sampling kernel", "sampling with torch.multinomial")
 
 
-def fused_step_applies(tables: StepTables, layers: tuple, sdpa_fn: Callable) -> bool:
-    """Whether a no-grad rollout step can run in the fused CPU kernel (plain layers, float32)."""
-    return (
-        layers == (None, None)
-        and sdpa_fn is F.scaled_dot_product_attention
-        and tables.keys.device.type == "cpu"
-        and all(t is None or t.dtype == torch.float32 for t in tables)
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and decode_kernel() is not None
-    )
-
-
-class FusedStep:
-    """`pointer_step` for a no-grad CPU rollout through the fused kernel: the per-batch tables in
-    the kernel's [B, N, E] layout once, then one call per step."""
-
-    def __init__(self, tables: StepTables, mask_inner: bool, tanh_clipping: float, temperature: float):
-        merge = lambda x: x.transpose(1, 2).flatten(2).contiguous()  # [B, H, N, d] -> [B, N, E]
-        self.heads = tables.keys.size(1)
-        self.query_first = tables.query_first.contiguous()
-        self.query_cur = tables.query_cur.contiguous()
-        self.keys, self.values = merge(tables.keys), merge(tables.values)
-        self.logit_keys = tables.logit_keys.contiguous()
-        bias = tables.logit_bias
-        self.logit_bias = torch.empty(0) if bias is None else bias.squeeze(1).contiguous()
-        self.settings = (mask_inner, float(tanh_clipping), float(temperature))
-
-    def __call__(self, current: Tensor, mask: Tensor) -> Tensor:
-        return decode_kernel().pointer_step(self.query_first, self.query_cur, current.contiguous(), self.keys,
-                                            self.values, self.logit_keys, self.logit_bias, mask, self.heads,
-                                            *self.settings)
+def fused_sampling_applies(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the rollout's multinomial draws can go through the CPU sampler (float32 log-probs)."""
+    return (device.type == "cpu" and dtype == torch.float32 and not torch.compiler.is_compiling()
+            and decode_kernel() is not None)
 
 
 def per_start_rows(x: Tensor) -> Tensor:
@@ -349,17 +326,17 @@ class FastMatNetPolicy(AutoregressivePolicy):
         # (the same function of the same inputs, on [B, S * (N - 2)] query rows instead of N - 2
         # steps of [B, S]: large matmuls and one backward instead of 48 small ones).
         tour_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables)
-        no_grad = tour_graph or not torch.is_grad_enabled()
+        no_grad = tour_graph or not torch.is_grad_enabled()  # the draws need no gradient
         with torch.no_grad() if tour_graph else contextlib.nullcontext():
-            fused = FusedStep(tables, *args[3:]) if no_grad and fused_step_applies(tables, layers, args[2]) else None
+            fused = no_grad and mode == "sampling" and fused_sampling_applies(row_emb.device, row_emb.dtype)
             mask = torch.ones(batch, num_starts, num_loc, dtype=torch.bool, device=row_emb.device)
             mask = mask.scatter(-1, first.unsqueeze(-1), False)
             current, tours, logps = first, [first], []
             for _ in range(num_loc - 2):
-                logp = fused(current, mask) if fused is not None else step(tables, first, current, mask, *args)
+                logp = step(tables, first, current, mask, *args)
                 if mode == "greedy":
                     current = logp.argmax(-1)
-                elif fused is not None:  # multinomial's own draw, from the same uniforms (decode_kernel.cpp)
+                elif fused and logp.dtype == torch.float32:  # multinomial's own draw, from the same uniforms (decode_kernel.cpp)
                     current = decode_kernel().sample_rows(logp, uniforms(num_starts * batch, num_loc, logp.device))
                 else:  # the same multinomial rows as rl4co's Sampling: [S * B, N]
                     current = per_start_rows(logp).exp().multinomial(1).view(num_starts, batch).t()
@@ -369,7 +346,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
                 mask = mask.scatter(-1, current.unsqueeze(-1), False)
             last = mask.to(torch.uint8).argmax(-1)  # the one node left: probability 1
             if mode == "sampling":  # rl4co draws it anyway; drawing too keeps the two RNG streams in step
-                if fused is not None:
+                if fused:
                     uniforms(num_starts * batch, num_loc, mask.device)  # what that draw takes from the generator
                 else:
                     per_start_rows(mask).float().multinomial(1)

@@ -9,7 +9,9 @@ else in the installed package (`ho_co/configs`), else at `$HO_CO_CONFIG_DIR`.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,11 +54,33 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
         try:
             cfg = hydra_compose(config_name="main", overrides=list(overrides))
+            groups = [o for o in overrides if (directory / o.split("=")[0].split("@")[0]).is_dir()]
+            defaults = hydra_compose(config_name="main", overrides=groups)
         except HydraException as err:
             known = ", ".join(experiments())
             raise ValueError(f"bad config override ({err}); experiments: {known}") from err
+    check_value_types(overrides, cfg, defaults)
     OmegaConf.resolve(cfg)
     return cfg
+
+
+# settings Lightning also takes as text ("auto", "0,1") where the configs hold a number
+TEXT_OR_NUMBER = {"trainer.devices"}
+
+
+def check_value_types(overrides: Sequence[str], cfg: DictConfig, defaults: DictConfig) -> None:
+    """`key=abc` where the config holds a number (or a bool) is refused here: Hydra takes any
+    text, and the class it reaches fails deep inside training, or not at all."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or key[:1] in "+~" or key in TEXT_OR_NUMBER:
+            continue
+        default = OmegaConf.select(defaults, key, default=None)
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{key}={text}: expected true or false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+            raise ValueError(f"{key}={text}: expected a number, like the default {default!r}")
 
 
 def per_rank_batch(batch_size: int, world_size: int, key: str) -> int:
@@ -71,12 +95,16 @@ def instantiated(what: str, make):
     and the real cause, instead of Hydra's wrapped traceback."""
     from hydra.errors import InstantiationException
 
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return make()
     except InstantiationException as err:
         cause = err.__cause__ or err
         if isinstance(cause, (ValueError, FileNotFoundError)):
             raise type(cause)(f"{what}: {cause}") from err
+        if isinstance(cause, MisconfigurationException):  # Lightning: an accelerator or device it cannot use
+            raise ValueError(f"{what}: {cause}") from err
         raise
 
 
@@ -98,6 +126,37 @@ def resume_path(cfg: DictConfig) -> Path | None:
     return path
 
 
+# Third-party notices no ho-co user can act on: (logger, message start) and (warning category,
+# message regex). Lightning advertises litlogger on every run and trips torch's LeafSpec
+# deprecation itself; rl4co's module saves env and policy as hyperparameters (they are in the
+# state dict anyway) and announces generated validation data, which the configs ask for.
+QUIET_LOGS = [("lightning.pytorch.utilities.rank_zero", "💡 Tip:"),
+              ("rl4co.envs.common.base", "val_file not set"), ("rl4co.envs.common.base", "test_file not set")]
+QUIET_WARNINGS = [(FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+                  (UserWarning, r"Attribute '(env|policy)' is an instance of `nn.Module` and is already saved")]
+
+
+class DropNotices(logging.Filter):
+    """Drops a logger's records that start with one of `starts`."""
+
+    def __init__(self, starts: list[str]):
+        super().__init__()
+        self.starts = tuple(starts)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+def quiet_third_party() -> None:
+    """Silence QUIET_LOGS and QUIET_WARNINGS (once per process; DDP ranks each call it)."""
+    for name in dict.fromkeys(name for name, _ in QUIET_LOGS):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropNotices) for f in logger.filters):
+            logger.addFilter(DropNotices([start for n, start in QUIET_LOGS if n == name]))
+    for category, message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured model; returns paths, final metrics and the run summary."""
     import lightning as L
@@ -109,11 +168,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from ho_co.routing.policies import check_one_hot_width
     from ho_co.routing.summary import RunSummary
 
+    quiet_third_party()
     ckpt_path = resume_path(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     env = instantiated("env", lambda: instantiate(cfg.env))
+    if env.generator.num_loc < 3:
+        raise ValueError(f"env.generator_params.num_loc={env.generator.num_loc}: a tour needs at least 3 nodes")
     check_one_hot_width(num_loc=env.generator.num_loc, **{k: v for k, v in cfg.model.policy.items() if k != "_target_"})
 
     callbacks = instantiated("callbacks", lambda: instantiate_callbacks(cfg.get("callbacks")))

@@ -85,3 +85,17 @@ def test_finetune_checks_the_data_before_the_model(llama_dir, text_file, tmp_pat
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"ho-co finetune: error: {missing_model}: no local model directory") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_help_lists_every_override_with_its_default(capsys):
+    from dataclasses import fields
+
+    from ho_co.llm.pretrain import PretrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    help_text = capsys.readouterr().out
+    assert "  orders=[1,2,4]" in help_text and "  val_text=null" in help_text and "  lr=0.001" in help_text
+    for f in fields(PretrainConfig):
+        if f.name not in ("text", "output"):  # the two flags
+            assert f"  {f.name}=" in help_text

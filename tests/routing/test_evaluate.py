@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,22 @@ def test_cli_eval_on_a_device_it_cannot_use_is_one_line(tsp_run, tsp_files, caps
                  "--device", device])
     assert code == 2
     assert says in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_eval_never_writes_over_its_inputs_nor_silently_over_other_outputs(tsp_run, tsp_files, tmp_path, capsys):
+    result, _ = tsp_run
+    inst, ref, _ = tsp_files
+    ckpt = result["last_checkpoint"]
+    kept = {p: Path(p).read_bytes() for p in (inst, ref, ckpt)}
+    base = ["eval", "--checkpoint", ckpt, "--instances", str(inst), "--reference", str(ref)]
+    for option, target in (("--out", ref), ("--json", inst), ("--out", ckpt), ("--render", ref)):
+        assert main([*base, option, str(target), "--overwrite"]) == 2
+        assert "is one of the inputs" in capsys.readouterr().err
+    other_ref = tmp_path / "concorde_refs.npz"
+    other_ref.write_bytes(Path(ref).read_bytes())  # a reference of the same set, not given as input
+    assert main([*base, "--out", str(other_ref)]) == 2
+    assert "add --overwrite" in capsys.readouterr().err
+    assert other_ref.read_bytes() == Path(ref).read_bytes()
+    assert main([*base, "--out", str(other_ref), "--overwrite"]) == 0
+    assert load_references(other_ref, load_instances(inst)).solver.startswith("policy:")
+    assert all(Path(p).read_bytes() == data for p, data in kept.items())

@@ -154,6 +154,19 @@ def test_a_bare_train_asks_for_an_experiment(capsys):
     assert "ho-co train experiment=tsp20_cpu" in err and "smoke" in err and len(err.splitlines()) == 1
 
 
+def test_a_smoke_run_prints_no_third_party_tips_or_warnings(tmp_path, smoke):
+    """Lightning's litlogger tip, its torch pytree deprecation, rl4co's save_hyperparameters and
+    generated-dataset notices are not the user's to act on: a run's stderr holds none of them."""
+    cmd = [sys.executable, "-m", "ho_co", "train", *smoke(tmp_path, "quiet", "trainer.max_epochs=1")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for noise in ("Tip:", "litlogger", "Warning", "LeafSpec", "is an instance of `nn.Module`",
+                  "Generating dataset instead"):
+        assert noise not in proc.stderr, proc.stderr
+    assert "Seed set to" in proc.stderr  # Lightning's own information stays
+
+
 def test_convert_a_trained_matnet_then_fine_tune(tmp_path, smoke):
     plain = train(compose(smoke(tmp_path, "plain", "model=matnet", "trainer.max_epochs=1")))
     tuned = train(compose(smoke(tmp_path, "tuned", "trainer.max_epochs=1", "model.policy.ho.mode=convert",
