@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ho_co.routing.checkpoints import SafeCheckpointIO, read_checkpoint, training_record
+from ho_co.routing.cpu import set_cpu_threads
 
 
 def config_dir() -> Path:
@@ -170,6 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     quiet_third_party()
     ckpt_path = resume_path(cfg)
+    set_cpu_threads(cfg.get("threads"), cfg.trainer.accelerator)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
