@@ -1,0 +1,35 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ho_co.routing.cpu import set_cpu_threads
+
+PROBE = "from ho_co.routing.cpu import set_cpu_threads; print(set_cpu_threads(None, 'cpu'))"
+
+
+def threads_in(env_update, pin=None):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | env_update
+    command = [sys.executable, "-c", PROBE]
+    if pin is not None:
+        command = ["taskset", "-c", pin, *command]
+    return int(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell pinned from free")
+def test_default_threads_follow_the_cores_a_training_may_run_on():
+    assert threads_in({}) == len(os.sched_getaffinity(0))
+    assert threads_in({}, pin="0") == 1  # a training pinned beside another keeps to its core
+    assert threads_in({"OMP_NUM_THREADS": "1"}) == 1
+
+
+def test_an_explicit_count_wins_and_a_bad_one_is_refused():
+    before = torch.get_num_threads()
+    try:
+        assert set_cpu_threads(1, "cpu") == 1 and torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be >= 1"):
+            set_cpu_threads(-2, "cpu")
+    finally:
+        torch.set_num_threads(before)
