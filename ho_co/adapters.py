@@ -28,104 +28,281 @@ Adapter tensors, per adapted layer:
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ho_co.layers import HOLinear, QuanTALinear
 from ho_co.layers.quanta import quanta_dims
-from ho_co.replace import Pattern, ReplaceReport, is_conv1d, replace_linear
+from ho_co.replace import Pattern, ReplaceReport, linear_features, replace_linear
 
 WEIGHTS_NAME = "adapter_model.safetensors"  # PEFT's file names
 CONFIG_NAME = "adapter_config.json"
 FORMAT = "ho-co-adapter/1"
 TRAIN_MODES = ("all", "high_order")
-QUANTA_OPTIONS = ("out_dims", "n_axes", "dropout")
+
+
+# --- the adapter kinds: each config knows its layers ---------------------------------------
+
+
+@dataclass(kw_only=True)
+class AdapterConfig:
+    """What every adapter kind shares: which layers, and how one kind's layers behave.
+
+    target_modules: the linear layers to adapt, PEFT-style name patterns (dotted suffix, glob
+        or compiled regex; see `ho_co.replace`); None: every linear layer.
+    exclude_modules: name patterns to leave alone.
+
+    A subclass names its `method` (the key in adapter_config.json), `saved_fields` (what the
+    file records per layer) and `key_fields` (of those, what a file must hold and an already
+    adapted layer must match to be reused), and implements the hooks below.
+    """
+
+    target_modules: Pattern | Sequence[Pattern] | None = None
+    exclude_modules: Pattern | Sequence[Pattern] | None = None
+
+    method: ClassVar[str]
+    saved_fields: ClassVar[tuple[str, ...]]
+    key_fields: ClassVar[tuple[str, ...]]
+
+    @staticmethod
+    def owns(layer: nn.Module) -> bool:
+        """Is `layer` an adapter layer of this kind?"""
+        raise NotImplementedError
+
+    @classmethod
+    def of_layer(cls, layer: nn.Module) -> "AdapterConfig":
+        """The configuration that rebuilds `layer` on a fresh base layer."""
+        raise NotImplementedError
+
+    def check(self, in_features: int, out_features: int) -> None:
+        """Raise ValueError, with the numbers, when a layer of that size cannot be adapted."""
+        raise NotImplementedError
+
+    def make(self, linear: nn.Linear) -> nn.Module:
+        """The adapter layer for `linear`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def trainable(layer: nn.Module) -> dict[str, nn.Parameter]:
+        """The layer's tensors that train (everything else in the model is frozen)."""
+        raise NotImplementedError
+
+    @classmethod
+    def saved(cls, layer: nn.Module) -> dict[str, Tensor]:
+        """The layer's tensors in the weights file, keyed below the layer's name."""
+        return dict(cls.trainable(layer))
+
+    @staticmethod
+    def merge(layer: nn.Module) -> nn.Module:
+        """The plain layer with the adapter folded in, or `layer` itself where the math forbids it."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return ", ".join(f"{key} {getattr(self, key)}" for key in self.key_fields)
+
+    def reuse_problem(self, layer: nn.Module) -> str | None:
+        """Why an adapted `layer` cannot take this configuration's saved tensors (None: it can)."""
+        have = self.of_layer(layer)
+        if any(getattr(have, key) != getattr(self, key) for key in self.key_fields):
+            return f"is a {type(layer).__name__} with {have.describe()}, not {self.describe()}"
+        return None
+
+    def layer_spec(self) -> dict[str, Any]:
+        return {"method": self.method, **{key: getattr(self, key) for key in self.saved_fields}}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "AdapterConfig":
+        """The configuration of one saved layer; ValueError lists the keys it lacks."""
+        missing = [key for key in cls.key_fields if key not in spec]
+        if missing:
+            raise ValueError(f"lacks {missing}")
+        return cls(**{key: spec[key] for key in cls.saved_fields if key in spec})
+
+
+@dataclass(kw_only=True)
+class QuanTAConfig(AdapterConfig):
+    """QuanTA adapters (`QuanTALinear`) on the chosen linear layers, PEFT's LoraConfig in kind.
+
+    target_modules / exclude_modules: see AdapterConfig.
+    dims: input factorization of every chosen layer (it multiplies to in_features); None: each
+        layer's own, the official 4-axis split (`official_dims`, 4096 -> (16, 8, 8, 4)) or
+        `n_axes` balanced axes (`factorize`).
+    out_dims: output factorization, as many axes as dims; None: dims for a square layer, else
+        out_features split the way dims was.
+    n_axes: the number of balanced axes when dims is None; None: the official 4-axis split.
+    dropout: dropout on the adapter's input, as LoRA's lora_dropout; 0: none.
+    Every chosen layer is checked (`quanta_dims`) before any is changed.
+    """
+
+    dims: Sequence[int] | None = None
+    out_dims: Sequence[int] | None = None
+    n_axes: int | None = None
+    dropout: float = 0.0
+
+    method: ClassVar[str] = "quanta"
+    saved_fields: ClassVar[tuple[str, ...]] = ("dims", "out_dims", "dropout")
+    key_fields: ClassVar[tuple[str, ...]] = ("dims", "out_dims")
+
+    @staticmethod
+    def owns(layer: nn.Module) -> bool:
+        return isinstance(layer, QuanTALinear)
+
+    @classmethod
+    def of_layer(cls, layer: QuanTALinear) -> "QuanTAConfig":
+        dropout = layer.dropout.p if isinstance(layer.dropout, nn.Dropout) else 0.0
+        return cls(dims=list(layer.dims), out_dims=list(layer.out_dims), dropout=dropout)
+
+    def check(self, in_features: int, out_features: int) -> None:
+        quanta_dims(in_features, out_features, self.dims, self.out_dims, self.n_axes)
+
+    def make(self, linear: nn.Linear) -> QuanTALinear:
+        return QuanTALinear(linear, self.dims, self.out_dims, self.n_axes, self.dropout)
+
+    @staticmethod
+    def trainable(layer: QuanTALinear) -> dict[str, nn.Parameter]:
+        return {f"quanta_T.{i}": t for i, t in enumerate(layer.quanta_T)}
+
+    @classmethod
+    def saved(cls, layer: QuanTALinear) -> dict[str, Tensor]:
+        # S too: the layer computes base + T - S, so S is part of the adapter
+        return {**cls.trainable(layer), **{f"quanta_S.{i}": s for i, s in enumerate(layer.frozen_gates())}}
+
+    @staticmethod
+    def merge(layer: QuanTALinear) -> nn.Linear:
+        return layer.merge()  # W0 + (T - S)
+
+    def reuse_problem(self, layer: QuanTALinear) -> str | None:
+        if layer.merged:
+            return "is merged: unmerge() it before loading new gates"
+        return super().reuse_problem(layer)
+
+
+@dataclass(kw_only=True)
+class HOLinearConfig(AdapterConfig):
+    """Compatible conversion of the chosen linear layers with `HOLinear.from_linear`.
+
+    target_modules / exclude_modules: see AdapterConfig.
+    order: the K of HOLinear (no default: it is the experiment).
+    train: what trains. "all": the converted layers' weight, bias and ho_scale (the rest of the
+        model frozen); "high_order": only ho_scale, the strength of the orders >= 2, one number
+        per output.
+    The converted model computes exactly what it did (ho_scale starts at 0).
+    """
+
+    order: int
+    train: str = "all"
+
+    method: ClassVar[str] = "holinear"
+    saved_fields: ClassVar[tuple[str, ...]] = ("order", "train")
+    key_fields: ClassVar[tuple[str, ...]] = ("order", "train")
+
+    def __post_init__(self) -> None:
+        if self.train not in TRAIN_MODES:
+            raise ValueError(f"HOLinear train must be one of {TRAIN_MODES}, got {self.train!r}")
+
+    @staticmethod
+    def owns(layer: nn.Module) -> bool:
+        return isinstance(layer, HOLinear) and layer.ho_scale is not None  # made by from_linear
+
+    @classmethod
+    def of_layer(cls, layer: HOLinear) -> "HOLinearConfig":
+        # A from_linear HOLinear not made by apply_holinear: save all of it, lose nothing.
+        return cls(order=layer.order, train=getattr(layer, "adapter_train", "all"))
+
+    def check(self, in_features: int, out_features: int) -> None:
+        HOLinear(in_features, out_features, order=self.order, device="meta")  # its own checks, weightless
+
+    def make(self, linear: nn.Linear) -> HOLinear:
+        layer = HOLinear.from_linear(linear, self.order)
+        layer.adapter_train = self.train
+        return layer
+
+    @classmethod
+    def trainable(cls, layer: HOLinear) -> dict[str, nn.Parameter]:
+        tensors = {"ho_scale": layer.ho_scale}
+        if cls.of_layer(layer).train == "all":
+            tensors["weight"] = layer.weight
+            if layer.bias is not None:
+                tensors["bias"] = layer.bias
+        return tensors
+
+    @staticmethod
+    def merge(layer: HOLinear) -> nn.Module:
+        # A zero ho_scale is a Linear in disguise; any other has orders >= 2 no matrix holds.
+        return layer if layer.ho_scale.detach().any() else layer.to_linear()
+
+
+ADAPTERS: dict[str, type[AdapterConfig]] = {kind.method: kind for kind in (QuanTAConfig, HOLinearConfig)}
+
+
+def adapter_kind(layer: nn.Module) -> type[AdapterConfig] | None:
+    """The adapter kind of `layer`, or None for a layer that is no adapter."""
+    return next((kind for kind in ADAPTERS.values() if kind.owns(layer)), None)
 
 
 # --- which layers are adapters, and what they train -------------------------------------
 
 
+def _adapters(model: nn.Module) -> Iterator[tuple[str, nn.Module, type[AdapterConfig]]]:
+    for name, module in model.named_modules():
+        kind = adapter_kind(module)
+        if kind is not None:
+            yield name, module, kind
+
+
 def adapter_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """(name, layer) for every QuanTALinear and every converted (from_linear) HOLinear."""
-    for name, module in model.named_modules():
-        if isinstance(module, QuanTALinear) or (isinstance(module, HOLinear) and module.ho_scale is not None):
-            yield name, module
-
-
-def _holinear_train(layer: HOLinear) -> str:
-    # A from_linear HOLinear not made by apply_holinear: save all of it, lose nothing.
-    return getattr(layer, "adapter_train", "all")
-
-
-def _trainable_tensors(layer: nn.Module) -> dict[str, nn.Parameter]:
-    if isinstance(layer, QuanTALinear):
-        return {f"quanta_T.{i}": t for i, t in enumerate(layer.quanta_T)}
-    tensors = {"ho_scale": layer.ho_scale}
-    if _holinear_train(layer) == "all":
-        tensors["weight"] = layer.weight
-        if layer.bias is not None:
-            tensors["bias"] = layer.bias
-    return tensors
-
-
-def _layer_state(layer: nn.Module) -> dict[str, Tensor]:
-    state = dict(_trainable_tensors(layer))
-    if isinstance(layer, QuanTALinear):
-        state.update({f"quanta_S.{i}": s for i, s in enumerate(layer.frozen_gates())})
-    return state
-
-
-def _spec(layer: nn.Module) -> dict[str, Any]:
-    """What `load_adapter` needs to rebuild this layer on a fresh base layer."""
-    if isinstance(layer, QuanTALinear):
-        dropout = layer.dropout.p if isinstance(layer.dropout, nn.Dropout) else 0.0
-        return {"method": "quanta", "dims": list(layer.dims), "out_dims": list(layer.out_dims), "dropout": dropout}
-    return {"method": "holinear", "order": layer.order, "train": _holinear_train(layer)}
+    for name, layer, _ in _adapters(model):
+        yield name, layer
 
 
 def _mark_only_adapters_trainable(model: nn.Module) -> None:
     """PEFT's rule: everything frozen but the adapters' own trainable tensors."""
     model.requires_grad_(False)
-    for _, layer in adapter_layers(model):
-        for tensor in _trainable_tensors(layer).values():
+    for _, layer, kind in _adapters(model):
+        for tensor in kind.trainable(layer).values():
             tensor.requires_grad_(True)
 
 
 def _not_inside_adapter(model: nn.Module):
-    """replace_linear predicate: leave the base layer wrapped by a QuanTALinear alone."""
+    """replace_linear predicate: leave the layers an adapter wraps (QuanTA's base_layer) alone."""
 
     def keep(name: str, module: nn.Module) -> bool:
-        parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        return not (child == "base_layer" and isinstance(owner, QuanTALinear))
+        parent = name.rpartition(".")[0]
+        return adapter_kind(model.get_submodule(parent) if parent else model) is None
 
     return keep
 
 
-def _replace_checked(model, make, targets, exclude, check) -> ReplaceReport:
-    """replace_linear, but all-or-nothing: `check(in, out)` runs on every chosen layer first."""
-    chosen = replace_linear(model, make, targets, exclude, predicate=_not_inside_adapter(model), dry_run=True)
-    if not chosen.replaced:
+# --- apply --------------------------------------------------------------------------------
+
+
+def apply_adapter(model: nn.Module, config: AdapterConfig, names: Sequence[str] | None = None) -> ReplaceReport:
+    """Adapt the layers `config` chooses (PEFT's get_peft_model, in place) and freeze everything
+    but the adapters' trainable tensors; returns replace_linear's report.
+
+    names: exact module names to adapt besides (usually: instead of) `config.target_modules`.
+    Every chosen layer is checked before any is changed: a layer that does not fit raises
+    ValueError naming the module, and the model is left as it was.
+    """
+    report = replace_linear(
+        model, config.make, config.target_modules, config.exclude_modules,
+        predicate=_not_inside_adapter(model), names=names, check=config.check,
+    )
+    if not report.replaced:
+        chosen = config.target_modules if names is None else names
         raise ValueError(
-            f"target_modules {targets!r} select no linear layer left to adapt in {type(model).__name__} "
+            f"target_modules {chosen!r} select no linear layer left to adapt in {type(model).__name__} "
             "(are they excluded, or already adapted?)"
         )
-    for entry in chosen.replaced:
-        try:
-            check(entry.in_features, entry.out_features)
-        except ValueError as err:
-            raise ValueError(f"module {entry.name!r} ({entry.in_features}->{entry.out_features}): {err}") from None
-    report = replace_linear(model, make, targets, exclude, predicate=_not_inside_adapter(model))
-    if report.skipped:  # cannot happen after the checks above; never leave it silent
+    if report.skipped:  # cannot happen after the checks; never leave it silent
         raise RuntimeError(f"some layers were not adapted:\n{report}")
+    _mark_only_adapters_trainable(model)
     return report
-
-
-# --- apply --------------------------------------------------------------------------------
 
 
 def apply_quanta(
@@ -133,29 +310,19 @@ def apply_quanta(
     target_modules: Pattern | Sequence[Pattern],
     dims: Sequence[int] | None = None,
     exclude_modules: Pattern | Sequence[Pattern] | None = None,
-    **quanta_kwargs,
+    **options,
 ) -> ReplaceReport:
     """Wrap the chosen linear layers in QuanTALinear and freeze everything but the gates T.
 
-    dims: input factorization for every chosen layer; None factorizes each layer's own size
-    (the official 4-axis split, or `n_axes` balanced axes). quanta_kwargs: `out_dims`, `n_axes`, `dropout` of QuanTALinear.
-    Every chosen layer is checked before any is changed: a bad dims raises ValueError naming
-    the module, and the model is left as it was.
+    `apply_adapter(model, QuanTAConfig(...))`; options: QuanTAConfig's `out_dims`, `n_axes`,
+    `dropout`.
     """
-    unknown = sorted(set(quanta_kwargs) - set(QUANTA_OPTIONS))
+    known = [f.name for f in fields(QuanTAConfig)]
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise TypeError(f"apply_quanta got unknown options {unknown}; known: {list(QUANTA_OPTIONS)}")
-    out_dims, n_axes = quanta_kwargs.get("out_dims"), quanta_kwargs.get("n_axes")
-
-    report = _replace_checked(
-        model,
-        lambda linear: QuanTALinear(linear, dims=dims, **quanta_kwargs),
-        target_modules,
-        exclude_modules,
-        lambda n_in, n_out: quanta_dims(n_in, n_out, dims, out_dims, n_axes),
-    )
-    _mark_only_adapters_trainable(model)
-    return report
+        raise TypeError(f"apply_quanta got unknown options {unknown}; known: {known}")
+    config = QuanTAConfig(target_modules=target_modules, exclude_modules=exclude_modules, dims=dims, **options)
+    return apply_adapter(model, config)
 
 
 def apply_holinear(
@@ -165,26 +332,10 @@ def apply_holinear(
     train: str = "all",
     exclude_modules: Pattern | Sequence[Pattern] | None = None,
 ) -> ReplaceReport:
-    """Convert the chosen linear layers with `HOLinear.from_linear(layer, order)`.
-
-    The converted model computes exactly what it did (ho_scale starts at 0). What trains:
-    - "all": the converted layers' weight, bias and ho_scale (the rest of the model frozen);
-    - "high_order": only ho_scale, the strength of the orders >= 2, one number per output.
-    """
-    if train not in TRAIN_MODES:
-        raise ValueError(f"apply_holinear train must be one of {TRAIN_MODES}, got {train!r}")
-
-    def check(n_in: int, n_out: int) -> None:  # HOLinear's own checks, on a weightless layer
-        HOLinear(n_in, n_out, order=order, device="meta")
-
-    def make(linear: nn.Linear) -> HOLinear:
-        layer = HOLinear.from_linear(linear, order)
-        layer.adapter_train = train
-        return layer
-
-    report = _replace_checked(model, make, target_modules, exclude_modules, check)
-    _mark_only_adapters_trainable(model)
-    return report
+    """Convert the chosen linear layers with `HOLinear.from_linear(layer, order)`:
+    `apply_adapter(model, HOLinearConfig(...))` (see HOLinearConfig for `train`)."""
+    config = HOLinearConfig(target_modules=target_modules, exclude_modules=exclude_modules, order=order, train=train)
+    return apply_adapter(model, config)
 
 
 # --- report -------------------------------------------------------------------------------
@@ -210,14 +361,15 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """The adapter tensors only, keyed by full name (e.g. `layers.0.q_proj.quanta_T.0`)."""
     return {
         f"{name}.{key}" if name else key: tensor.detach()
-        for name, layer in adapter_layers(model)
-        for key, tensor in _layer_state(layer).items()
+        for name, layer, kind in _adapters(model)
+        for key, tensor in kind.saved(layer).items()
     }
 
 
 def adapter_config(model: nn.Module) -> dict[str, Any]:
     """The JSON written next to the weights: every adapted module and how to rebuild it."""
-    return {"format": FORMAT, "target_modules": {name: _spec(layer) for name, layer in adapter_layers(model)}}
+    modules = {name: kind.of_layer(layer).layer_spec() for name, layer, kind in _adapters(model)}
+    return {"format": FORMAT, "target_modules": modules}
 
 
 def save_adapter(model: nn.Module, path: str | Path) -> Path:
@@ -235,7 +387,7 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     return folder
 
 
-def _read_config(folder: Path) -> dict[str, dict[str, Any]]:
+def _read_config(folder: Path) -> dict[str, AdapterConfig]:
     file = folder / CONFIG_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {folder}")
@@ -245,52 +397,36 @@ def _read_config(folder: Path) -> dict[str, dict[str, Any]]:
     modules = config.get("target_modules")
     if not isinstance(modules, dict) or not modules:
         raise ValueError(f"{file}: 'target_modules' must be a non-empty mapping of module name to spec")
+    configs = {}
     for name, spec in modules.items():
-        method = spec.get("method")
-        required = {"quanta": ("dims", "out_dims"), "holinear": ("order", "train")}.get(method)
-        if required is None:
-            raise ValueError(f"{file}: module {name!r} has unknown method {method!r}")
-        missing = [key for key in required if key not in spec]
-        if missing:
-            raise ValueError(f"{file}: module {name!r} lacks {missing}")
-    return modules
+        kind = ADAPTERS.get(spec.get("method"))
+        if kind is None:
+            raise ValueError(f"{file}: module {name!r} has unknown method {spec.get('method')!r}")
+        try:
+            configs[name] = kind.from_spec(spec)
+        except ValueError as err:
+            raise ValueError(f"{file}: module {name!r} {err}") from None
+    return configs
 
 
-def _check_target(model: nn.Module, name: str, spec: dict[str, Any], file: Path) -> bool:
-    """Is `name` a layer the spec fits? True: still to adapt; False: already adapted (reuse)."""
+def _still_to_adapt(model: nn.Module, name: str, config: AdapterConfig, file: Path) -> bool:
+    """Is `name` a layer the config fits? True: still to adapt; False: already adapted (reuse)."""
     try:
         module = model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"{file} names module {name!r}, which {type(model).__name__} does not have") from None
     where = f"{file}: module {name!r}"
-    if spec["method"] == "quanta":
-        if isinstance(module, QuanTALinear):
-            if (list(module.dims), list(module.out_dims)) != (spec["dims"], spec["out_dims"]):
-                raise ValueError(
-                    f"{where} is a QuanTALinear with dims {module.dims}->{module.out_dims}, "
-                    f"not {spec['dims']}->{spec['out_dims']}"
-                )
-            if module.merged:
-                raise ValueError(f"{where} is merged: unmerge() it before loading new gates")
-            return False
-    elif isinstance(module, HOLinear) and module.ho_scale is not None:
-        if module.order != spec["order"] or _holinear_train(module) != spec["train"]:
-            raise ValueError(
-                f"{where} is a HOLinear of order {module.order} ({_holinear_train(module)}), "
-                f"not {spec['order']} ({spec['train']})"
-            )
+    if adapter_kind(module) is type(config):
+        problem = config.reuse_problem(module)
+        if problem:
+            raise ValueError(f"{where} {problem}")
         return False
-    if not (isinstance(module, nn.Linear) or is_conv1d(module)):
-        raise ValueError(f"{where} is a {type(module).__name__}, expected nn.Linear or GPT-2 Conv1D")
-    if isinstance(module, nn.Linear):
-        n_in, n_out = module.in_features, module.out_features
-    else:  # Conv1D stores its weight as [in, out]
-        n_in, n_out = module.weight.shape
     try:
-        if spec["method"] == "quanta":
-            quanta_dims(n_in, n_out, spec["dims"], spec["out_dims"])
-        else:
-            HOLinear(n_in, n_out, order=spec["order"], device="meta")
+        n_in, n_out = linear_features(module)
+    except TypeError:
+        raise ValueError(f"{where} is a {type(module).__name__}, expected nn.Linear or GPT-2 Conv1D") from None
+    try:
+        config.check(n_in, n_out)
     except ValueError as err:
         raise ValueError(f"{where} ({n_in}->{n_out}): {err}") from None
     return True
@@ -310,24 +446,19 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     folder = Path(path)
     modules = _read_config(folder)
     config_file = folder / CONFIG_NAME
-    to_apply = {name: spec for name, spec in modules.items() if _check_target(model, name, spec, config_file)}
+    to_apply = {name: config for name, config in modules.items() if _still_to_adapt(model, name, config, config_file)}
     weights_file = folder / WEIGHTS_NAME
     if not weights_file.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {folder}")
     saved = load_file(weights_file)
 
-    for name, spec in to_apply.items():
-        target = re.compile(re.escape(name))
-        if spec["method"] == "quanta":
-            dropout = spec.get("dropout", 0.0)
-            apply_quanta(model, target, dims=spec["dims"], out_dims=spec["out_dims"], dropout=dropout)
-        else:
-            apply_holinear(model, target, order=spec["order"], train=spec["train"])
+    for name, config in to_apply.items():
+        apply_adapter(model, config, names=[name])
     _mark_only_adapters_trainable(model)
 
     expected = {}
-    for name in modules:
-        for key, tensor in _layer_state(model.get_submodule(name)).items():
+    for name, config in modules.items():
+        for key, tensor in type(config).saved(model.get_submodule(name)).items():
             expected[f"{name}.{key}" if name else key] = tensor
     missing = sorted(set(expected) - set(saved))
     unexpected = sorted(set(saved) - set(expected))
@@ -353,21 +484,12 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     """Fold every adapter into plain layers where the math allows, in place; returns `model`.
 
     QuanTALinear -> its base nn.Linear with W0 + (T - S) merged in. A converted HOLinear whose
-    ho_scale is all zero is a Linear in disguise -> nn.Linear; with any nonzero ho_scale it
-    stays a HOLinear (its higher orders are not linear, so no single matrix holds them).
+    ho_scale is all zero is a Linear in disguise -> nn.Linear (`HOLinear.to_linear`); with any
+    nonzero ho_scale it stays a HOLinear (its higher orders are not linear, so no single matrix
+    holds them).
     """
-    for name, layer in list(adapter_layers(model)):
-        if isinstance(layer, QuanTALinear):
-            model.set_submodule(name, layer.merge())
-        elif not layer.ho_scale.detach().any():
-            linear = nn.Linear(
-                layer.in_features, layer.out_features, bias=layer.bias is not None,
-                device=layer.weight.device, dtype=layer.weight.dtype,
-            )
-            with torch.no_grad():
-                linear.weight.copy_(layer.weight)
-                if layer.bias is not None:
-                    linear.bias.copy_(layer.bias)
-            linear.requires_grad_(layer.weight.requires_grad)
-            model.set_submodule(name, linear)
+    for name, layer, kind in list(_adapters(model)):
+        merged = kind.merge(layer)
+        if merged is not layer:
+            model.set_submodule(name, merged)
     return model

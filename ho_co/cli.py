@@ -1,8 +1,10 @@
 """`ho-co` command line: parse, call one function of a client package, print.
 
 Each subcommand is one small `_cmd_*` function that declares its arguments and sets the
-handler to call; heavy imports (rl4co, transformers, solvers) happen inside the handler so
-`ho-co --help` stays instant. Handlers raise on bad input; `main` turns those errors (see
+handler to call. Choices come from the registries they name (`ho_co.solvers.SOLVERS`,
+`ho_co.problems.PROBLEMS`, `ho_co.llm.methods.METHODS`); heavy imports (torch, rl4co,
+transformers, the solvers' packages) happen inside the handler so `ho-co --help` stays
+instant. Handlers raise on bad input; `main` turns those errors (see
 `input_errors`) into one line `ho-co COMMAND: error: ...` and exit code 2, for every subcommand.
 """
 
@@ -29,53 +31,145 @@ def _cmd_version(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+# finetune and pretrain: the config is a dataclass; every field is a `key=value` override
+# (an OmegaConf structured config: typed, unknown keys refused, the dataclass's defaults), and
+# the usual fields are also flags (--order), generated from the same fields.
+
+
+def _field(config_cls: type, key: str):
+    """The dataclass field at the dotted `key` (e.g. "spec.order") and its type."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    *parents, name = key.split(".")
+    for parent in parents:
+        config_cls = get_type_hints(config_cls)[parent]
+    return next(f for f in fields(config_cls) if f.name == name), get_type_hints(config_cls)[name]
+
+
+def _has_default(f) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is not MISSING or f.default_factory is not MISSING
+
+
+def _default(f):
+    from dataclasses import MISSING
+
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _add_config_flags(p: argparse.ArgumentParser, config_cls: type, keys: Sequence[str],
+                      choices: dict[str, Sequence[str]] | None = None, helps: dict[str, str] | None = None) -> None:
+    """The config `keys` as flags (`spec.lora_r` -> --lora-r), typed from their fields, with no
+    default of their own (a flag not given leaves the dataclass's default)."""
+    import json
+    import types
+    from typing import get_args, get_origin
+
+    for key in keys:
+        f, hint = _field(config_cls, key)
+        options = {"dest": key, "default": argparse.SUPPRESS,
+                   "help": (helps or {}).get(key, f.metadata.get("help", ""))}
+        if hint is bool:
+            options["action"] = "store_true"
+        else:
+            if get_origin(hint) is types.UnionType:  # X | None
+                hint = next(t for t in get_args(hint) if t is not type(None))
+            if get_origin(hint) is list:
+                options["nargs"], hint = "+", get_args(hint)[0]
+            options["type"], options["metavar"] = hint, key.rpartition(".")[2].upper()
+            options["choices"] = (choices or {}).get(key, f.metadata.get("choices"))
+            if options["choices"]:
+                del options["metavar"]  # argparse shows {a,b,...}
+            if _has_default(f) and _default(f) is not None:
+                options["help"] += f" (default {json.dumps(_default(f))})"
+        options["required"] = not _has_default(f)
+        p.add_argument("--" + key.rpartition(".")[2].replace("_", "-"), **options)
+
+
+def config_overrides(config_cls: type, example: str, prefix: str = "") -> str:
+    """Every field of `config_cls` that has a default, as `key=default` lines in the syntax the
+    overrides take (nested dataclasses as dotted keys), with its help."""
+    import json
+    from dataclasses import fields, is_dataclass
+    from typing import get_type_hints
+
+    lines = []
+    hints = get_type_hints(config_cls)
+    for f in fields(config_cls):
+        if is_dataclass(hints[f.name]):
+            lines += config_overrides(hints[f.name], "", f"{prefix}{f.name}.").splitlines()[1:]
+        elif _has_default(f) and "result" not in f.metadata:
+            setting = f"  {prefix}{f.name}={json.dumps(_default(f), separators=(',', ':'))}"
+            lines.append(f"{setting:34} {f.metadata.get('help', '')}".rstrip())
+    return "\n".join([f"key=value overrides (defaults shown), e.g. {example}:", *lines])
+
+
+def _config(config_cls: type, args: argparse.Namespace, keys: Sequence[str]):
+    """The config from the flags given, then the key=value overrides (which win)."""
+    from omegaconf import OmegaConf
+
+    given = OmegaConf.create()
+    for key in keys:
+        if hasattr(args, key):
+            OmegaConf.update(given, key, getattr(args, key))
+    merged = OmegaConf.merge(OmegaConf.structured(config_cls), given, OmegaConf.from_dotlist(args.overrides))
+    return OmegaConf.to_object(merged)
+
+
+class _InfoOnStderr:
+    """ho-co's own INFO messages (what was adapted, the data sizes) on stderr while a command
+    runs: the library logs, the command line shows."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger, self.handler = logging.getLogger("ho_co"), logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+
+
+FINETUNE_FLAGS = (
+    "model", "spec.method", "data", "eval_data", "output", "spec.target_modules", "spec.exclude_modules",
+    "spec.order", "spec.dims", "spec.lora_r", "spec.lora_alpha", "epochs", "max_steps", "batch_size",
+    "grad_accum", "lr", "max_length", "dtype", "save_steps", "resume", "merge", "seed",
+)
+
+
 def _cmd_finetune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a Hugging Face causal LM (c2q, quanta, lora, full)")
-    p.add_argument("--model", required=True, help="local model directory or hub name")
-    p.add_argument("--method", required=True, choices=["c2q", "quanta", "lora", "full"])
-    p.add_argument("--data", required=True, help="Alpaca .json/.jsonl (prompt masked) or plain .txt")
-    p.add_argument("--eval-data", help="held-out file in the same formats, evaluated each epoch")
-    p.add_argument("--output", help="output directory (default: runs/finetune-METHOD)")
-    p.add_argument("--target-modules", nargs="+", help="module name patterns (default: all linear but lm_head)")
-    p.add_argument("--exclude-modules", nargs="+", help="module name patterns to leave alone")
-    p.add_argument("--order", type=int, default=2, help="c2q: HOLinear order K (default 2)")
-    p.add_argument("--dims", type=int, nargs="+", help="quanta: axis sizes of the features (default automatic)")
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=16)
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=-1, help="> 0: stop after this many steps")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, help="learning rate (default: 2e-5 full/c2q, 2e-4 lora/quanta)")
-    p.add_argument("--max-length", type=int, default=512, help="tokens per example (capped at the model's)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT")
-    p.add_argument("--merge", action="store_true", help="lora/quanta: save a merged plain model")
-    p.add_argument("--seed", type=int, default=42)
+    from ho_co.llm.finetune import FinetuneConfig
+    from ho_co.llm.methods import METHODS
+
+    p = sub.add_parser(
+        "finetune", help=f"fine-tune a Hugging Face causal LM ({', '.join(METHODS)})",
+        epilog=config_overrides(FinetuneConfig, "spec.lora_dropout=0.1 logging_steps=50"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    usual = {}
+    for name, method in METHODS.items():
+        usual.setdefault(f"{method.lr:g}", []).append(name)
+    lr_help = "learning rate (default: " + ", ".join(f"{lr} {'/'.join(names)}" for lr, names in usual.items()) + ")"
+    _add_config_flags(p, FinetuneConfig, FINETUNE_FLAGS, choices={"spec.method": list(METHODS)},
+                      helps={"lr": lr_help})
 
     def run(args: argparse.Namespace) -> int:
         import json
 
-        from ho_co.llm.finetune import FinetuneConfig, finetune
-        from ho_co.llm.methods import MethodSpec
+        from ho_co.llm.finetune import finetune
 
-        spec = MethodSpec(
-            args.method, target_modules=args.target_modules, exclude_modules=args.exclude_modules,
-            order=args.order, dims=args.dims, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        )
-        config = FinetuneConfig(
-            model=args.model, data=args.data, eval_data=args.eval_data,
-            output=args.output or f"runs/finetune-{args.method}", spec=spec, epochs=args.epochs,
-            max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-            lr=args.lr, max_length=args.max_length, dtype=args.dtype, merge=args.merge,
-            resume=args.resume, seed=args.seed, save_steps=args.save_steps,
-        )
-        summary = finetune(config)
+        with _InfoOnStderr():
+            summary = finetune(_config(FinetuneConfig, args, FINETUNE_FLAGS))
         print(json.dumps(summary, indent=2))
         return 0
 
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, accepts_overrides=True)
 
 
 def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
@@ -110,51 +204,27 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-class OverridesHelp(argparse.RawDescriptionHelpFormatter):
-    """Fills the epilog `PRETRAIN_OVERRIDES` only when help is printed: listing the fields imports
-    torch, which `ho-co --help` and every other command should not pay for."""
-
-    def add_text(self, text):
-        super().add_text(pretrain_overrides() if text is PRETRAIN_OVERRIDES else text)
-
-
-PRETRAIN_OVERRIDES = "key=value overrides"
-
-
-def pretrain_overrides() -> str:
-    """PretrainConfig's fields as `key=default` lines, in the syntax the overrides take."""
-    import json
-    from dataclasses import MISSING, fields
-
-    from ho_co.llm.pretrain import PretrainConfig
-
-    lines = [f"{PRETRAIN_OVERRIDES} (defaults shown), e.g. orders=[1,2] n_layer=2 max_steps=200:"]
-    for f in fields(PretrainConfig):
-        if f.name not in ("text", "output"):  # the flags above
-            default = f.default_factory() if f.default is MISSING else f.default
-            lines.append(f"  {f.name}={json.dumps(default, separators=(',', ':'))}")
-    return "\n".join(lines)
+PRETRAIN_FLAGS = ("text", "output")
 
 
 def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
+    from ho_co.llm.pretrain import PretrainConfig
+
     p = sub.add_parser(
         "pretrain",
         help="GPT-2 from scratch, HOLinear orders vs baseline (key=value overrides, e.g. orders=[1,2,4] n_layer=2)",
-        epilog=PRETRAIN_OVERRIDES, formatter_class=OverridesHelp,
+        epilog=config_overrides(PretrainConfig, "orders=[1,2] n_layer=2 max_steps=200"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--text", required=True, help="training text file")
-    p.add_argument("--output", required=True, help="directory for runs, curves.csv, loss_curves.png")
+    _add_config_flags(p, PretrainConfig, PRETRAIN_FLAGS)
 
     def run(args: argparse.Namespace) -> int:
         import json
 
-        from omegaconf import OmegaConf
+        from ho_co.llm.pretrain import pretrain
 
-        from ho_co.llm.pretrain import PretrainConfig, pretrain
-
-        base = OmegaConf.structured(PretrainConfig(text=args.text, output=args.output))
-        config = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(args.overrides)))
-        summary = pretrain(config)
+        with _InfoOnStderr():
+            summary = pretrain(_config(PretrainConfig, args, PRETRAIN_FLAGS))
         print(json.dumps({k: summary[k] for k in ("final_val_loss", "best_val_loss", "train_runtime_s")}, indent=2))
         return 0
 
@@ -219,7 +289,8 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
-        from ho_co.routing.evaluate import evaluate, format_table
+        from ho_co.routing.evaluate import evaluate
+        from ho_co.routing.report import format_table
 
         result = evaluate(
             args.checkpoint, args.instances, args.reference, num_augment=args.augment,
@@ -234,8 +305,10 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
+    from ho_co.problems import PROBLEMS
+
     p = sub.add_parser("make-data", help="write a deterministic TSP/ATSP instance set (.npz)")
-    p.add_argument("--problem", choices=("tsp", "atsp"), required=True)
+    p.add_argument("--problem", choices=PROBLEMS, required=True)
     p.add_argument("--num-loc", type=int, required=True, help="nodes per instance (N)")
     p.add_argument("--size", type=int, required=True, help="number of instances (B)")
     p.add_argument("--seed", type=int, required=True)
@@ -302,8 +375,10 @@ def _bytes(n: float) -> str:
 
 
 def _cmd_solve(sub: argparse._SubParsersAction) -> None:
+    from ho_co.solvers import SOLVERS
+
     p = sub.add_parser("solve", help="reference tours for instance files (Concorde, exact MIP, baselines)")
-    p.add_argument("--solver", choices=("concorde", "exact", "lkh", "ortools", "nearest", "insertion"),
+    p.add_argument("--solver", choices=list(SOLVERS),
                    help="default: concorde if installed, else exact (HiGHS)")
     p.add_argument("--instances", required=True, nargs="+",
                    help="instance files (.npz: locs or cost_matrix; TSPLIB .tsp/.atsp) or directories")
@@ -429,17 +504,19 @@ def _cmd_checkpoint(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(sub: argparse._SubParsersAction) -> None:
+    from ho_co.routing.figures import AXES
+
     p = sub.add_parser("report", help="comparison table from eval JSONs, learning curves to PNG")
     p.add_argument("--eval", nargs="*", default=[], metavar="LABEL=JSON", help="`ho-co eval --json` outputs")
     p.add_argument("--curve", nargs="*", default=[], metavar="LABEL=CSV", help="runs' learning_curve.csv")
     p.add_argument("--png", help="write the learning curves here")
-    p.add_argument("--x", nargs="+", choices=["instances_seen", "wall_s"], default=["instances_seen", "wall_s"],
+    p.add_argument("--x", nargs="+", choices=list(AXES), default=list(AXES),
                    help="curve x axes, one panel each")
     p.add_argument("--no-paper-rows", action="store_true",
                    help="leave out the seed paper's rows (shown beside a TSP-50 set only)")
 
     def run(args: argparse.Namespace) -> int:
-        from ho_co.routing import report
+        from ho_co.routing import figures, report
 
         if not (args.eval or args.curve):
             p.error("give --eval LABEL=JSON ... and/or --curve LABEL=CSV ... --png OUT.png")
@@ -448,7 +525,7 @@ def _cmd_report(sub: argparse._SubParsersAction) -> None:
         if args.curve:
             if not args.png:
                 raise ValueError("--curve needs --png OUT.png")
-            print(f"wrote {report.plot_curves(report.parse_labelled(args.curve), args.png, x=args.x)}")
+            print(f"wrote {figures.plot_curves(report.parse_labelled(args.curve), args.png, x=args.x)}")
         return 0
 
     p.set_defaults(handler=run)

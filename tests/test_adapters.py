@@ -8,7 +8,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ho_co.adapters import (
+    ADAPTERS,
+    HOLinearConfig,
+    QuanTAConfig,
     adapter_state_dict,
+    apply_adapter,
     apply_holinear,
     apply_quanta,
     load_adapter,
@@ -271,3 +275,29 @@ def test_gpt2_conv1d_round_trip(tmp_path):
     save_adapter(model, tmp_path)
     torch.testing.assert_close(load_adapter(gpt2(), tmp_path)(ids).logits, tuned)
     torch.testing.assert_close(merge_and_unload(model)(ids).logits, tuned, rtol=1e-4, atol=1e-4)
+
+
+def test_configs_are_the_apply_functions_and_each_knows_its_layers(tmp_path):
+    model, same = tiny(), tiny()
+    apply_adapter(model, QuanTAConfig(target_modules=["q_proj"], n_axes=2, dropout=0.1))
+    apply_quanta(same, ["q_proj"], n_axes=2, dropout=0.1)
+    apply_adapter(model, HOLinearConfig(target_modules="up", order=2, train="high_order"), names=["layers.0.down"])
+    apply_holinear(same, ["up", "layers.0.down"], order=2, train="high_order")
+    assert adapter_state_dict(model).keys() == adapter_state_dict(same).keys()
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, p in same.named_parameters() if p.requires_grad}
+    kinds = {name: ADAPTERS[spec["method"]] for name, spec in
+             json.loads((save_adapter(model, tmp_path) / "adapter_config.json").read_text())["target_modules"].items()}
+    assert kinds == {**{f"layers.{i}.q_proj": QuanTAConfig for i in (0, 1)},
+                     **{f"layers.{i}.up": HOLinearConfig for i in (0, 1)}, "layers.0.down": HOLinearConfig}
+    assert QuanTAConfig.of_layer(model.layers[1].q_proj) == QuanTAConfig(dims=[4, 4], out_dims=[4, 4], dropout=0.1)
+
+    fresh = tiny()
+    apply_quanta(fresh, "layers.0.q_proj", dims=(2, 8))
+    with pytest.raises(ValueError, match=r"module 'layers\.0\.q_proj' is a QuanTALinear with dims \[2, 8\]"):
+        load_adapter(fresh, tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    del config["target_modules"]["layers.0.up"]["train"]
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"module 'layers\.0\.up' lacks \['train'\]"):
+        load_adapter(tiny(), tmp_path)

@@ -1,4 +1,4 @@
-"""Package-level contracts: import direction, the CLI's command list and its one error path."""
+"""Package-level contracts: import direction, the CLI's registry-made commands and its one error path."""
 
 import argparse
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ho_co.cli import build_parser, main
+from ho_co.cli import COMMANDS, build_parser, main
 
 
 def test_layers_replace_and_adapters_import_only_torch():
@@ -19,12 +19,42 @@ def test_layers_replace_and_adapters_import_only_torch():
     assert out.stdout.strip() == ""
 
 
-def test_cli_lists_the_subcommands():
-    parser = build_parser()
+def test_building_the_cli_imports_no_torch():
+    """`ho-co --help` and every command's start stay instant: the configs and the method
+    registry the parser reads import nothing heavy."""
+    code = (
+        "import sys\nfrom ho_co.cli import build_parser\nbuild_parser()\n"
+        "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'omegaconf'})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(subparsers.choices) == {
-        "version", "make-data", "solve", "train", "eval", "checkpoint", "report", "finetune", "lm-eval", "pretrain",
-    }
+    return subparsers
+
+
+def test_every_registered_command_has_help():
+    subparsers = _subcommands(build_parser())
+    helps = {action.dest: action.help for action in subparsers._choices_actions}
+    assert len(subparsers.choices) == len(COMMANDS)  # one subcommand per registered function, none lost
+    assert set(helps) == set(subparsers.choices) and all(help.strip() for help in helps.values())
+
+
+def test_finetune_method_choices_and_learning_rates_come_from_the_registry(monkeypatch):
+    from ho_co.llm.methods import METHODS, Full
+
+    class Extra(Full):
+        name, lr = "extra", 3e-3
+
+    monkeypatch.setitem(METHODS, "extra", Extra())
+    finetune = _subcommands(build_parser()).choices["finetune"]
+    options = {action.dest: action for action in finetune._actions}
+    assert list(options["spec.method"].choices) == list(METHODS)
+    assert "extra" in list(METHODS)
+    for name, method in METHODS.items():
+        assert f"{method.lr:g}" in options["lr"].help and name in options["lr"].help
 
 
 @pytest.mark.parametrize("argv, message", [

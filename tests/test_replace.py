@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ho_co import HOLinear, replace_linear
-from ho_co.replace import as_linear, name_matches
+from ho_co.replace import as_conv1d, as_linear, linear_features, name_matches
 
 
 class Conv1D(nn.Module):
@@ -104,6 +104,46 @@ def test_conv1d_becomes_equivalent_linear_for_the_factory():
     assert seen == [nn.Linear, nn.Linear]
     assert [e.old_type for e in report.replaced] == ["Conv1D", "Conv1D"]
     assert isinstance(model.encoder[0].c_proj, HOLinear)
+
+
+def test_conv1d_and_back_is_the_same_function():
+    pytest.importorskip("transformers")
+    torch.manual_seed(2)
+    conv = Conv1D(6, 4)
+    x = torch.randn(5, 4)
+    assert linear_features(conv) == linear_features(as_linear(conv)) == (4, 6)
+    back = as_conv1d(as_linear(conv))
+    assert type(back).__name__ == "Conv1D" and back.weight.shape == conv.weight.shape
+    torch.testing.assert_close(back(x), conv(x))
+    no_bias = nn.Linear(4, 6, bias=False)
+    torch.testing.assert_close(as_conv1d(no_bias)(x), no_bias(x))
+    with pytest.raises(TypeError, match="neither nn.Linear nor a GPT-2 Conv1D"):
+        linear_features(nn.LayerNorm(4))
+
+
+def test_exact_names_select_only_those_modules():
+    model = Model()
+    report = replace_linear(model, to_ho(), targets="k_proj", names=["encoder.0.q_proj", "encoder.1.c_proj"])
+    assert replaced_names(report) == ["encoder.0.q_proj", "encoder.0.k_proj", "encoder.1.k_proj", "encoder.1.c_proj"]
+    assert isinstance(model.encoder[1].q_proj, nn.Linear)  # a name is no suffix pattern
+    assert replace_linear(Model(), to_ho(), names=[]).entries == []  # no names: nothing, not everything
+    with pytest.raises(ValueError, match=r"module 'q_proj' is no linear layer of Model; linear layers: encoder\.0"):
+        replace_linear(Model(), to_ho(), names=["q_proj"])
+
+
+def test_check_runs_on_every_chosen_layer_before_any_change():
+    model = Model()
+    seen = []
+
+    def check(n_in, n_out):
+        seen.append((n_in, n_out))
+        if n_in == 16:
+            raise ValueError("too wide")
+
+    with pytest.raises(ValueError, match=r"module 'encoder\.0\.mlp\.2' \(16->8\): too wide"):
+        replace_linear(model, to_ho(), targets="encoder.*", check=check)
+    assert seen[:3] == [(8, 8), (8, 8), (8, 16)]
+    assert not any(isinstance(m, HOLinear) for m in model.modules())
 
 
 def test_dry_run_changes_nothing():

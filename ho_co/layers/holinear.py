@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ho_co.layers.high_order import high_order
+from ho_co.replace import linear_from
 
 
 def chunk_sizes(in_features: int, order: int) -> list[int]:
@@ -106,6 +107,16 @@ class HOLinear(nn.Module):
                 layer.bias.copy_(linear.bias)
         layer.ho_scale = nn.Parameter(torch.zeros(linear.out_features, device=weight.device, dtype=weight.dtype))
         return layer
+
+    def to_linear(self) -> nn.Linear:
+        """The first-order part W x + b as an nn.Linear (copies of weight and bias).
+
+        The inverse of `from_linear` only while the layer is still linear: a converted layer
+        whose `ho_scale` is all zero, or a layer of order 1, computes exactly this nn.Linear.
+        Any other layer loses its orders >= 2 (the first-order truncation of its function), so
+        `ho_co.adapters.merge_and_unload` converts only converted layers with a zero `ho_scale`.
+        """
+        return linear_from(self.weight, self.bias)
 
     def chunk_products(self, x: Tensor) -> Tensor:
         """z_1..z_K stacked as [K, ..., out], from one strided bmm per group of equal-size chunks."""

@@ -12,19 +12,17 @@ is the only copy, and the canonical order is restored once at the end.
 Gates on disjoint axes commute, so a gate may join a block ahead of gates it skips when it
 shares no axis with any of them: the function is exactly the gate-by-gate circuit's. For
 QuanTA's official 4-axis split of 4096, (16, 8, 8, 4), the six gates become four blocks,
-on axes (1, 2, 3), (0, 3), (0, 2) and (0, 1), of 256, 64, 128 and 128 values: 1.3 times the
-gates' flops in four GEMMs instead of six small ones, four copies instead of about twelve, and
-three activations kept for backward instead of five. (A limit of 512 merges the middle two into
-one block of 512 values: one GEMM, one copy and one kept activation fewer, but twice the gates'
-flops, and a slower step.)
+on axes (1, 2, 3), (0, 3), (0, 2) and (0, 1), of 256, 64, 128 and 128 values. The limit trades
+multiply-adds against GEMMs, copies and activations kept for backward: a wider block does more
+work than the gates it merges, narrower ones run more small GEMMs and copies. `BLOCK_LIMIT` is
+the width with the fastest training step (the plans compared in BENCHMARKS.md, "QuanTA vs LoRA").
 
 The blocks run inside one autograd function (`CircuitFunction`) that owns its work buffers:
 each GEMM writes into a buffer the step already holds, the last block is added into the base
 layer's output in place (reading it through the final permutation), and backward accumulates
-the input gradient into the base layer's with a GEMM. On a CPU a fresh activation-sized tensor
-can cost more in page faults than the copy or add that fills it, so a training step makes
-four plus one per block after the first (seven for the official split; the base layer's own
-two included; a PEFT LoRA step makes eight).
+the input gradient into the base layer's with a GEMM, because on a CPU a fresh activation-sized
+tensor can cost more in page faults than the copy or add that fills it: a step makes as few of
+them as it can (how many, against a LoRA step: BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -1,24 +1,28 @@
 """The language-model client of the layers: fine-tuning (c2q, QuanTA, LoRA, full), evaluation,
 and the from-scratch HO-LLM comparison. transformers/PEFT are imported only when used
-(the `llm` extra)."""
+(the `llm` extra); the names below load lazily, so the command line reads the configs and the
+method registry without importing torch."""
 
-from ho_co.llm.finetune import FinetuneConfig, finetune
-from ho_co.llm.lm_eval import multiple_choice, perplexity
-from ho_co.llm.methods import METHODS, MethodSpec, apply_method
-from ho_co.llm.pretrain import PretrainConfig, pretrain
-from ho_co.llm.models import load_finetuned, load_pretrained, save_finetuned
+from importlib import import_module
 
-__all__ = [
-    "METHODS",
-    "FinetuneConfig",
-    "MethodSpec",
-    "PretrainConfig",
-    "apply_method",
-    "finetune",
-    "load_finetuned",
-    "load_pretrained",
-    "multiple_choice",
-    "perplexity",
-    "pretrain",
-    "save_finetuned",
-]
+_EXPORTS = {
+    "METHODS": "ho_co.llm.methods",
+    "FinetuneConfig": "ho_co.llm.finetune",
+    "MethodSpec": "ho_co.llm.methods",
+    "PretrainConfig": "ho_co.llm.pretrain",
+    "apply_method": "ho_co.llm.methods",
+    "finetune": "ho_co.llm.finetune",
+    "load_finetuned": "ho_co.llm.models",
+    "load_pretrained": "ho_co.llm.models",
+    "multiple_choice": "ho_co.llm.lm_eval",
+    "perplexity": "ho_co.llm.lm_eval",
+    "pretrain": "ho_co.llm.pretrain",
+    "save_finetuned": "ho_co.llm.models",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ho_co.llm' has no attribute {name!r}")

@@ -142,18 +142,24 @@ def text_token_ids(path: str | Path, tokenizer) -> list[int]:
     return tokenizer(read_text(path), add_special_tokens=False)["input_ids"]
 
 
-def encode_text_blocks(path: str | Path, tokenizer, block_size: int) -> list[dict[str, list[int]]]:
-    """Equal blocks of `block_size` tokens (the tail shorter than a block is dropped)."""
+def text_blocks(ids: list[int], block_size: int, where: str, setting: str = "--max-length") -> list[dict[str, list[int]]]:
+    """Equal blocks of `block_size` tokens of one token stream (the tail shorter than a block is
+    dropped), every token a label; DataError naming `where` and the `setting` to lower when not
+    one block fits."""
     if block_size < 2:
         raise DataError(f"block_size must be >= 2 to have a next token to predict, got {block_size}")
-    ids = text_token_ids(path, tokenizer)
     n_blocks = len(ids) // block_size
     if n_blocks == 0:
-        raise DataError(f"{path}: {len(ids)} tokens, fewer than one block of {block_size}; lower --max-length")
+        raise DataError(f"{where}: {len(ids)} tokens, fewer than one block of {block_size}; lower {setting}")
     return [
         {"input_ids": block, "attention_mask": [1] * block_size, "labels": list(block)}
         for block in (ids[i * block_size : (i + 1) * block_size] for i in range(n_blocks))
     ]
+
+
+def encode_text_blocks(path: str | Path, tokenizer, block_size: int) -> list[dict[str, list[int]]]:
+    """The text file as equal blocks of `block_size` tokens (`text_blocks`)."""
+    return text_blocks(text_token_ids(path, tokenizer), block_size, str(path))
 
 
 def load_examples(path: str | Path, tokenizer, max_length: int) -> list[dict[str, list[int]]]:

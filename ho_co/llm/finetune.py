@@ -8,35 +8,45 @@ result reloads with `load_finetuned(OUTPUT)`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ho_co.llm.methods import MethodSpec
+from ho_co.llm.methods import METHODS, MethodSpec
 
-# Usual learning rates: small for updating all weights, larger for adapters trained from zero.
-DEFAULT_LR = {"full": 2e-5, "c2q": 2e-5, "lora": 2e-4, "quanta": 2e-4}
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
 class FinetuneConfig:
-    model: str  # local directory or hub name
-    data: str  # .json/.jsonl Alpaca instructions or .txt plain text
-    output: str
+    """One fine-tuning run; every field is settable from the command line (`ho-co finetune`)."""
+
+    model: str = field(metadata={"help": "local model directory or hub name"})
+    data: str = field(metadata={"help": "Alpaca .json/.jsonl (prompt masked) or plain .txt"})
+    output: str | None = field(default=None, metadata={"help": "output directory (None: runs/finetune-METHOD)"})
     spec: MethodSpec = field(default_factory=lambda: MethodSpec("c2q"))
-    eval_data: str | None = None
+    eval_data: str | None = field(default=None, metadata={"help": "held-out file in the same formats, evaluated each epoch"})
     epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs
+    max_steps: int = field(default=-1, metadata={"help": "> 0: stop after this many steps (overrides epochs)"})
     batch_size: int = 4
     grad_accum: int = 1
-    lr: float | None = None  # None: DEFAULT_LR[method]
-    max_length: int = 512
-    dtype: str = "float32"
-    merge: bool = False
-    resume: bool = False
+    lr: float | None = field(default=None, metadata={"help": "learning rate (None: the method's usual one)"})
+    max_length: int = field(default=512, metadata={"help": "tokens per example (capped at the model's)"})
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    merge: bool = field(default=False, metadata={"help": "lora/quanta: save a merged plain model"})
+    resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in OUTPUT"})
     seed: int = 42
-    save_steps: int = 500
+    save_steps: int = field(default=500, metadata={"help": "checkpoint every N steps"})
     logging_steps: int = 10
     use_cpu: bool = False
+
+    def __post_init__(self) -> None:
+        if self.output is None:
+            self.output = f"runs/finetune-{self.spec.method}"
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 def build_trainer(model, tokenizer, train_examples, config: FinetuneConfig, eval_examples=None):
@@ -52,7 +62,7 @@ def build_trainer(model, tokenizer, train_examples, config: FinetuneConfig, eval
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr if config.lr is not None else DEFAULT_LR[config.spec.method],
+        learning_rate=config.lr if config.lr is not None else METHODS[config.spec.method].lr,
         lr_scheduler_type="cosine",
         warmup_steps=0,
         logging_steps=config.logging_steps,
@@ -83,8 +93,9 @@ def finetune(config: FinetuneConfig) -> dict:
     from ho_co.llm.methods import apply_method
     from ho_co.llm.models import load_pretrained, save_finetuned
 
-    if config.merge and config.spec.method not in ("lora", "quanta"):
-        raise ValueError(f"merge applies to the adapters lora and quanta, not to {config.spec.method}")
+    if config.merge and not METHODS[config.spec.method].adapter:
+        adapters = " and ".join(sorted(name for name, method in METHODS.items() if method.adapter))
+        raise ValueError(f"merge applies to the adapters {adapters}, not to {config.spec.method}")
     for path, option in ((config.data, "--data"), (config.eval_data, "--eval-data")):
         if path and not Path(path).is_file():  # before the model: loading one can take minutes
             raise DataError(f"{path}: no such data file ({option})")
@@ -95,7 +106,8 @@ def finetune(config: FinetuneConfig) -> dict:
     eval_examples = load_examples(config.eval_data, tokenizer, max_length) if config.eval_data else None
     model = apply_method(model, config.spec)
     trainable, total = trainable_parameters(model)
-    print(f"{config.spec.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%)")
+    log.info("%s: %s trainable of %s parameters (%.3f%%)", config.spec.method, f"{trainable:,}", f"{total:,}",
+             100 * trainable / total)
 
     trainer = build_trainer(model, tokenizer, train_examples, config, eval_examples)
     result = trainer.train(resume_from_checkpoint=True if config.resume else None)

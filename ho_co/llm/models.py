@@ -3,7 +3,8 @@ train) and `load_finetuned` (an output of `ho-co finetune`, in one call), with `
 the writer of what `load_finetuned` reads.
 
 Every fine-tuned directory holds the tokenizer and `ho_co_finetune.json` (method, base model,
-the MethodSpec with the exact converted module names). The weights depend on the method:
+the MethodSpec with the exact converted module names). The weights are the method's
+(`ho_co.llm.methods`, each method's `save` and `load`):
 
 - full, or any method saved with `merge=True`: a plain Hugging Face model
   (`save_pretrained`), loadable by `AutoModelForCausalLM.from_pretrained` as well.
@@ -25,11 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ho_co.llm.methods import MethodSpec, replay_c2q
+from ho_co.llm.methods import METHODS, MethodSpec
 
 META_FILE = "ho_co_finetune.json"
-C2Q_WEIGHTS = "ho_co_model.safetensors"
-QUANTA_DIR = "quanta_adapter"
 FORMAT_VERSION = 1
 
 
@@ -43,29 +42,6 @@ def _dtype_name(model: nn.Module) -> str:
     return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
-def restore_conv1d(model: nn.Module, names: list[str]) -> None:
-    """Turn the merged `nn.Linear`s that were GPT-2 Conv1D back into Conv1D.
-
-    replace_linear turned them into Linear ([out, in] weights); a plain HF checkpoint of GPT-2
-    needs Conv1D's [in, out] layout, or `from_pretrained` would transpose them (silently, for
-    square layers).
-    """
-    from transformers.pytorch_utils import Conv1D
-
-    for name in names:
-        linear = model.get_submodule(name)
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"{name}: expected an nn.Linear after merging, got {type(linear).__name__}")
-        conv = Conv1D(linear.out_features, linear.in_features).to(linear.weight.device, linear.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(linear.weight.t())
-            if linear.bias is not None:
-                conv.bias.copy_(linear.bias)
-            else:
-                conv.bias.zero_()
-        model.set_submodule(name, conv)
-
-
 def save_finetuned(
     model: nn.Module,
     tokenizer,
@@ -75,35 +51,20 @@ def save_finetuned(
     merge: bool = False,
 ) -> Path:
     """Write what `spec.method` needs to `out_dir` (see the module docstring); returns it."""
+    method = METHODS[spec.method]
+    merged_model = method.merge(model, spec) if merge else None  # c2q refuses
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if merge and spec.method == "c2q":
-        raise ValueError("c2q cannot be merged: HOLinear's high-order terms are not a Linear layer")
-    merged = merge and spec.method in ("lora", "quanta")
-    if spec.method == "lora" and merged:
-        model = model.merge_and_unload()
-    elif spec.method == "quanta" and merged:
-        from ho_co.adapters import merge_and_unload
-
-        model = merge_and_unload(model)
-        restore_conv1d(model, spec.conv1d_modules)
-
-    if spec.method == "full" or merged or spec.method == "lora":
-        model.save_pretrained(out)  # LoRA unmerged: PeftModel writes only the adapter
-    elif spec.method == "quanta":
-        from ho_co.adapters import save_adapter
-
-        save_adapter(model, out / QUANTA_DIR)
-    else:  # c2q
-        from safetensors.torch import save_model
-
-        model.config.save_pretrained(out)
-        save_model(model, str(out / C2Q_WEIGHTS))
+    if merged_model is None:
+        method.save(model, out, spec)
+    else:
+        model = merged_model
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {
         "format_version": FORMAT_VERSION,
         "method": spec.method,
-        "merged": merged,
+        "merged": merged_model is not None,
         "base_model": _base_reference(base_model),
         "dtype": _dtype_name(model),
         "spec": spec.to_dict(),
@@ -134,21 +95,19 @@ def declare_causal_lm_loss(model: nn.Module) -> nn.Module:
 
     transformers derives `loss_type` from the class name; for GPT-2 it finds none, and then
     the Trainer counts the label tokens before the causal shift, so every reported loss (and
-    gradient) is scaled by (L - 1) / L (seen with transformers 5.23: eval loss 4.74 for a true
-    4.82 with blocks of 64). Every model here is loaded as a causal LM, so the loss is known.
+    gradient) is scaled by (L - 1) / L (BENCHMARKS.md has the numbers). Every model here is
+    loaded as a causal LM, so the loss is known.
     """
     if getattr(model, "loss_type", "") is None:
         model.loss_type = "ForCausalLM"
     return model
 
 
-def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
-    """A Hugging Face causal LM and its tokenizer (local directory or hub name), ready to train.
-
-    A tokenizer without a pad token (LLaMA, GPT-2) pads with EOS; padding goes to the right,
-    where the attention mask and -100 labels hide it.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(name: str):
+    """A Hugging Face tokenizer ready for training batches: a tokenizer without a pad token
+    (LLaMA, GPT-2) pads with EOS; padding goes to the right, where the attention mask and
+    -100 labels hide it."""
+    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -158,6 +117,15 @@ def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
+    """A Hugging Face causal LM and its tokenizer (`load_tokenizer`; local directory or hub
+    name), ready to train."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(name)
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     return declare_causal_lm_loss(model), tokenizer
@@ -169,41 +137,22 @@ def load_finetuned(path: str | Path, base_model: str | None = None):
     A directory without ho-co metadata loads as a plain Hugging Face model. `base_model`
     overrides the recorded base (LoRA and QuanTA adapters are applied on top of it).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
     meta = read_meta(path)
-    if meta is None or meta["merged"] or meta["method"] == "full":
-        model, tokenizer = load_pretrained(str(path), meta["dtype"] if meta else "float32")
-        return model, tokenizer
+    if meta is None or meta["merged"]:
+        return load_pretrained(str(path), meta["dtype"] if meta else "float32")
 
     spec = MethodSpec(**meta["spec"])
-    dtype = getattr(torch, meta["dtype"])
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    method = METHODS[spec.method]
+    tokenizer = load_tokenizer(str(path))
     base = base_model or meta["base_model"]
-    if spec.method in ("lora", "quanta") and Path(base).is_absolute() and not Path(base).is_dir():
+    if method.adapter and Path(base).is_absolute() and not Path(base).is_dir():
         raise FileNotFoundError(
             f"{path / META_FILE}: the base model {base} of this {spec.method} adapter is gone; "
             "pass base_model= (--base-model) with its new location"
         )
-    if spec.method == "c2q":
-        config = AutoConfig.from_pretrained(path)
-        model = declare_causal_lm_loss(AutoModelForCausalLM.from_config(config, dtype=dtype))
-        replay_c2q(model, spec)
-        from safetensors.torch import load_model
-
-        load_model(model, str(path / C2Q_WEIGHTS), strict=True)
-    elif spec.method == "lora":
-        from peft import PeftModel
-
-        base_lm = declare_causal_lm_loss(AutoModelForCausalLM.from_pretrained(base, dtype=dtype))
-        model = PeftModel.from_pretrained(base_lm, path)
-    else:  # quanta
-        from ho_co.adapters import load_adapter
-
-        base_lm = declare_causal_lm_loss(AutoModelForCausalLM.from_pretrained(base, dtype=dtype))
-        model = load_adapter(base_lm, path / QUANTA_DIR)
+    model = method.load(path, spec, base, getattr(torch, meta["dtype"]))
     model.eval()
     return model, tokenizer

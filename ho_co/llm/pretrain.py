@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
+from ho_co.llm.data import read_text, text_blocks
 
-from ho_co.llm.data import DataError, read_text
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class PretrainConfig:
-    text: str  # training text file
-    output: str
-    val_text: str | None = None  # None: the last `val_fraction` of the tokens of `text`
+    """One comparison; every field is settable from the command line (`ho-co pretrain`)."""
+
+    text: str = field(metadata={"help": "training text file"})
+    output: str = field(metadata={"help": "directory for runs, curves.csv, loss_curves.png"})
+    val_text: str | None = field(default=None, metadata={"help": "None: the last val_fraction of the tokens of text"})
     val_fraction: float = 0.1
-    orders: list[int] = field(default_factory=lambda: [1, 2, 4])  # 1 = baseline
+    orders: list[int] = field(default_factory=lambda: [1, 2, 4], metadata={"help": "1 = baseline"})
     targets: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
-    tokenizer: str | None = None  # None: train a byte-level BPE on `text`
+    tokenizer: str | None = field(default=None, metadata={"help": "None: train a byte-level BPE on text"})
     vocab_size: int = 1024
     n_embd: int = 128
     n_layer: int = 4
@@ -56,14 +59,6 @@ def _tokenizer(config: PretrainConfig):
     return train_tokenizer([read_text(config.text)], config.vocab_size, save_dir=saved)
 
 
-def _blocks(ids: list[int], block_size: int, what: str) -> list[dict]:
-    n = len(ids) // block_size
-    if n == 0:
-        raise DataError(f"{what}: {len(ids)} tokens, fewer than one block of {block_size}; lower block_size")
-    blocks = (ids[i * block_size : (i + 1) * block_size] for i in range(n))
-    return [{"input_ids": b, "labels": list(b)} for b in blocks]
-
-
 def token_blocks(config: PretrainConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """(train, validation) blocks of `block_size` tokens."""
     from ho_co.llm.data import text_token_ids
@@ -78,17 +73,19 @@ def token_blocks(config: PretrainConfig, tokenizer) -> tuple[list[dict], list[di
         cut = int(len(ids) * (1 - config.val_fraction))
         train_ids, val_ids = ids[:cut], ids[cut:]
         val_name = f"{config.text} (last {config.val_fraction:.0%})"
-    return _blocks(train_ids, config.block_size, config.text), _blocks(val_ids, config.block_size, val_name)
+    return (text_blocks(train_ids, config.block_size, config.text, "block_size"),
+            text_blocks(val_ids, config.block_size, val_name, "block_size"))
 
 
 def build_model(config: PretrainConfig, vocab_size: int, order: int):
     """GPT-2 of the configured size; order > 1 puts HOLinear in the target layers."""
+    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from ho_co import HOLinear, replace_linear
     from ho_co.llm.models import declare_causal_lm_loss
 
-    def exact_ho(linear: torch.nn.Linear) -> HOLinear:
+    def exact_ho(linear) -> HOLinear:
         """The paper's operator (no `ho_scale`, unlike `HOLinear.from_linear`) on the baseline's
         initial weights: a from-scratch HOLinear takes a Linear's state dict as it is."""
         layer = HOLinear(linear.in_features, linear.out_features, order=order, bias=linear.bias is not None,
@@ -186,7 +183,7 @@ def pretrain(config: PretrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(config)
     train, val = token_blocks(config, tokenizer)
-    print(f"{len(train)} training and {len(val)} validation blocks of {config.block_size} tokens")
+    log.info("%d training and %d validation blocks of %d tokens", len(train), len(val), config.block_size)
 
     results = {order: train_variant(config, order, tokenizer, train, val) for order in config.orders}
 

@@ -101,6 +101,23 @@ def test_from_linear_is_exact_at_init_and_trains_high_order_strength():
     assert layer.ho_scale.mean() > 0.1
 
 
+def test_to_linear_is_the_first_order_part():
+    torch.manual_seed(3)
+    linear = nn.Linear(12, 5)
+    layer = HOLinear.from_linear(linear, order=3)
+    x = torch.randn(6, 12)
+    back = layer.to_linear()
+    assert type(back) is nn.Linear and back.bias is not None and back.weight.requires_grad
+    torch.testing.assert_close(back(x), layer(x))  # ho_scale 0: the same function
+    with torch.no_grad():
+        layer.ho_scale.fill_(0.5)
+    assert not torch.allclose(layer.to_linear()(x), layer(x))  # otherwise the orders >= 2 are dropped
+    torch.testing.assert_close(layer.to_linear()(x), linear(x))
+    frozen = HOLinear(12, 5, order=1, bias=False).requires_grad_(False)
+    assert frozen.to_linear().bias is None and not frozen.to_linear().weight.requires_grad
+    torch.testing.assert_close(frozen.to_linear()(x), frozen(x))  # order 1: linear too
+
+
 def test_from_linear_rejects_non_linear():
     with pytest.raises(TypeError, match="nn.Linear"):
         HOLinear.from_linear(nn.Conv1d(3, 3, 1), order=2)

@@ -87,15 +87,57 @@ def test_finetune_checks_the_data_before_the_model(llama_dir, text_file, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_pretrain_help_lists_every_override_with_its_default(capsys):
+def help_of(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_override_with_its_default(capsys):
     from dataclasses import fields
 
+    from ho_co.llm.finetune import FinetuneConfig
+    from ho_co.llm.methods import MethodSpec
     from ho_co.llm.pretrain import PretrainConfig
 
-    with pytest.raises(SystemExit):
-        main(["pretrain", "--help"])
-    help_text = capsys.readouterr().out
+    help_text = help_of("pretrain", capsys)
     assert "  orders=[1,2,4]" in help_text and "  val_text=null" in help_text and "  lr=0.001" in help_text
     for f in fields(PretrainConfig):
         if f.name not in ("text", "output"):  # the two flags
             assert f"  {f.name}=" in help_text
+
+    help_text = help_of("finetune", capsys)
+    assert "  spec.lora_dropout=0.05" in help_text and "  lr=null" in help_text and "--lora-r" in help_text
+    keys = [f.name for f in fields(FinetuneConfig) if f.name not in ("model", "data", "spec")]  # model, data: flags
+    keys += [f"spec.{f.name}" for f in fields(MethodSpec) if f.name != "method" and "result" not in f.metadata]
+    for key in keys:
+        assert f"  {key}=" in help_text
+    assert "spec.replaced=" not in help_text  # filled in by apply_method, not set
+
+
+def test_every_finetune_field_is_settable_and_has_one_default(monkeypatch, capsys):
+    from ho_co.llm.finetune import FinetuneConfig
+    from ho_co.llm.methods import MethodSpec
+
+    seen = []
+    monkeypatch.setattr("ho_co.llm.finetune.finetune", lambda config: seen.append(config) or {})
+    required = ["finetune", "--model", "m", "--method", "lora", "--data", "d.txt"]
+    assert main(required) == 0
+    assert seen[-1] == FinetuneConfig(model="m", data="d.txt", spec=MethodSpec("lora"))  # the dataclass's defaults
+    assert seen[-1].output == "runs/finetune-lora"
+
+    assert main(required + ["--order", "3", "--target-modules", "q_proj", "*.mlp.*", "--merge", "--lr", "1e-3",
+                            "spec.lora_dropout=0.2", "logging_steps=5", "use_cpu=true", "lr=2e-3"]) == 0
+    config = seen[-1]
+    assert (config.spec.order, config.spec.target_modules, config.merge) == (3, ["q_proj", "*.mlp.*"], True)
+    assert (config.spec.lora_dropout, config.logging_steps, config.use_cpu) == (0.2, 5, True)
+    assert config.lr == 2e-3  # a key=value override wins over the flag
+    capsys.readouterr()
+
+    assert main(required + ["spec.lora_dropot=0.2"]) == 2
+    assert "Key 'lora_dropot' not in 'MethodSpec'" in capsys.readouterr().err
+    assert main(required + ["dtype=float64"]) == 2
+    assert capsys.readouterr().err == ("ho-co finetune: error: dtype must be one of float32, bfloat16, float16, "
+                                       "got 'float64'\n")
+    assert main(required + ["spec.order=1", "spec.method=c2q"]) == 2
+    assert "c2q needs a HOLinear order >= 2" in capsys.readouterr().err

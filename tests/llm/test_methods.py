@@ -8,10 +8,8 @@ from ho_co import HOLinear
 from ho_co.layers import QuanTALinear
 from ho_co.llm.data import load_examples, make_collator
 from ho_co.llm.finetune import FinetuneConfig, build_trainer
-from ho_co.llm.methods import MethodSpec, apply_method
+from ho_co.llm.methods import METHODS, MethodSpec, apply_method
 from ho_co.llm.models import load_finetuned, load_pretrained, read_meta, save_finetuned
-
-METHODS = ["c2q", "quanta", "lora", "full"]
 
 
 def batch_of(examples, tokenizer):
@@ -63,10 +61,12 @@ def test_c2q_conversion_leaves_logits_unchanged(loaded, order):
     assert all(p.requires_grad for p in model.parameters())  # C2Q-SFT trains the whole model
 
 
-def test_gpt2_conv1d_targets(gpt2_dir):
+def test_gpt2_conv1d_targets(gpt2_dir, caplog, capsys):
     model, _ = load_pretrained(str(gpt2_dir))
     spec = MethodSpec("quanta", target_modules=["c_attn", "mlp.c_proj"])
-    apply_method(model, spec)
+    with caplog.at_level("INFO", logger="ho_co"):
+        apply_method(model, spec)
+    assert "replaced 2 module(s)" in caplog.text and capsys.readouterr().out == ""  # logged, not printed
     assert spec.replaced == spec.conv1d_modules == ["transformer.h.0.attn.c_attn", "transformer.h.0.mlp.c_proj"]
     assert isinstance(model.transformer.h[0].attn.c_attn, QuanTALinear)
     assert type(model.transformer.h[0].attn.c_proj).__name__ == "Conv1D"  # attn.c_proj not targeted
