@@ -12,7 +12,7 @@ Side by side in one run, on TSP as distance matrices with every node a POMO star
 
 Training goes through rl4co's MatNet Lightning module and RL4COTrainer (what `ho-co train`
 runs): instances/s and ms per step after warm-up steps, peak CUDA memory. Inference is
-`ho_co.routing.evaluate.decode` (what `ho-co eval` runs): multi-start greedy, ms per instance,
+`ho_co.routing.decode.decode` (what `ho-co eval` runs): multi-start greedy, ms per instance,
 without and with MatNet's augmentation. The models take turns, round after round, and each
 figure is the median over rounds, each ratio the median of the ratios within a round
 (benchmarks/timing.py). Ratios hold within one run only.
@@ -174,7 +174,7 @@ def train_speed(make, env, batch: int, args) -> dict:
 
 def inference_ms(make, env, td, args, num_augment: int) -> float:
     """ms per instance of multi-start greedy decoding (best of all starts and augmentations)."""
-    from ho_co.routing.evaluate import augmented_copy, decode_batch
+    from ho_co.routing.decode import augmented_copy, decode_batch
 
     def decode(batch):  # what `ho-co eval` runs on a batch: every augmentation copy in turn
         for k in range(num_augment):

@@ -19,6 +19,23 @@ def test_layers_replace_and_adapters_import_only_torch():
     assert out.stdout.strip() == ""
 
 
+def test_problems_and_solvers_import_no_torch():
+    """Instance files, tours and the reference solvers are plain numpy: a solver worker, a
+    baseline table or `ho-co solve` never pays for torch or the routing client, and importing a
+    solver's module leaves its package (highspy, ortools, elkai) to the call, in the worker."""
+    code = (
+        "import sys, pkgutil, importlib, ho_co.problems, ho_co.solvers\n"
+        "for pkg in (ho_co.problems, ho_co.solvers):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+        "heavy = {'torch', 'rl4co', 'lightning', 'tensordict', 'highspy', 'ortools', 'elkai'}\n"
+        "found = {m.split('.')[0] for m in sys.modules} & heavy | {'ho_co.routing'} & set(sys.modules)\n"
+        "print(','.join(sorted(found)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_building_the_cli_imports_no_torch():
     """`ho-co --help` and every command's start stay instant: the configs and the method
     registry the parser reads import nothing heavy."""
@@ -55,6 +72,18 @@ def test_finetune_method_choices_and_learning_rates_come_from_the_registry(monke
     assert "extra" in list(METHODS)
     for name, method in METHODS.items():
         assert f"{method.lr:g}" in options["lr"].help and name in options["lr"].help
+
+
+def test_solver_and_problem_choices_come_from_the_registries(monkeypatch):
+    from ho_co.problems import PROBLEMS
+    from ho_co.solvers import SOLVERS, registry
+
+    monkeypatch.setitem(SOLVERS, "extra", registry.SolverSpec("extra", "nowhere:solve", False, (), ""))
+    commands = _subcommands(build_parser()).choices
+    solver = next(a for a in commands["solve"]._actions if a.dest == "solver")
+    problem = next(a for a in commands["make-data"]._actions if a.dest == "problem")
+    assert list(solver.choices) == list(SOLVERS) and "extra" in solver.choices
+    assert tuple(problem.choices) == PROBLEMS
 
 
 @pytest.mark.parametrize("argv, message", [

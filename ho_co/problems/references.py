@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ho_co.problems.instances import Instances, read_npz, write_npz
+from ho_co.problems.files import read_npz, write_npz
+from ho_co.problems.instances import Instances
 from ho_co.problems.tours import check_tours, tour_lengths
+from ho_co.problems.tsplib import read_opt_tour
 
 
 @dataclass
@@ -62,8 +64,6 @@ def load_references(path: str | os.PathLike, instances: Instances) -> References
     fails instead of giving a wrong gap. A ``.opt.tour`` file gives its tour, measured here."""
     path = Path(path)
     if path.name.endswith(".tour"):
-        from ho_co.problems.tsplib import read_opt_tour
-
         if len(instances) != 1:
             raise ValueError(f"{path}: a TSPLIB tour is the reference of one instance, not {len(instances)}")
         tour = read_opt_tour(path, instances.num_loc)[None]

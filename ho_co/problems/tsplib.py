@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ho_co.problems.instances import Instances, validate
+from ho_co.problems.tours import check_tours
 
 PLANAR_TYPES = ("EUC_2D", "CEIL_2D", "ATT", "GEO", "MAN_2D", "MAX_2D")
 ID_SECTIONS = ("NODE_COORD_SECTION", "DISPLAY_DATA_SECTION")  # one line per node, id first
@@ -65,8 +66,6 @@ def read_tsplib(path: str | os.PathLike) -> Instances:
 
 def read_opt_tour(path: str | os.PathLike, num_loc: int) -> np.ndarray:
     """The tour int64 [N] (0-based) of a TSPLIB ``.opt.tour`` file, checked to be a permutation."""
-    from ho_co.problems.tours import check_tours
-
     path = Path(path)
     prob = _load(path)
     if not prob.tours:

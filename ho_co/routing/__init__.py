@@ -1,6 +1,6 @@
 """Routing client of the layers: rl4co envs, HO layers in any rl4co policy (`apply_ho`), MatNet/AM
 policies from config, training and evaluation (see envs.py, placement.py, policies.py, train.py,
-evaluate.py)."""
+decode.py, evaluate.py; figures.py and report.py draw and tabulate the results)."""
 
 
 def __getattr__(name: str):

@@ -214,7 +214,7 @@ class LearningCurve(Callback):
         if trainer.sanity_checking or not self.instances_path:
             return
         from ho_co.problems import mean_gap
-        from ho_co.routing.evaluate import decode
+        from ho_co.routing.decode import decode
 
         inst, ref = self.validation_set(pl_module.env)
         _, lengths, _ = decode(pl_module.policy, pl_module.env, inst, num_augment=self.num_augment,
@@ -251,7 +251,7 @@ class LearningCurve(Callback):
                           "device": device_name(pl_module.device)})
         self._write_csv()
         if self.plot_file is not None and gap is not None:
-            from ho_co.routing.report import plot_curves
+            from ho_co.routing.figures import plot_curves
 
             plot_curves({"validation": self.curve_file}, self.plot_file)
         extra = {"progress/instances_seen": float(self.instances_seen), "progress/wall_s": self.wall_s}

@@ -25,7 +25,8 @@ from rl4co.envs.routing.atsp.env import ATSPEnv
 from rl4co.envs.routing.atsp.generator import ATSPGenerator
 from rl4co.envs.routing.tsp.render import render as render_tsp
 
-from ho_co.problems.instances import distance_matrix, load_instances
+from ho_co.problems.files import load_instances
+from ho_co.problems.instances import distance_matrix
 
 
 class TSPMatrixGenerator(Generator):

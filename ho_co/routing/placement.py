@@ -29,8 +29,8 @@ from torch.nn import functional as F
 from ho_co.layers import HOLinear
 from ho_co.replace import Replacement, ReplaceReport, name_matches, replace_linear
 
-# Every linear layer (and MatNet's mixer): in benchmarks/ho_study.py (TSP-20, 3 seeds, equal
-# instances) HO everywhere at order 2 gave the lowest mean gap for POMO and MatNet; order 4 no better.
+# Every linear layer (and MatNet's mixer), at order 2: the lowest greedy gap per training instance for
+# POMO and MatNet in benchmarks/ho_study.py, order 4 no better (numbers in BENCHMARKS.md, "HO placement").
 DEFAULT_TARGETS = ("all",)
 MODES = ("scratch", "convert")
 MIXER = "mixer"

@@ -111,15 +111,21 @@ def policy_from_checkpoint(path: str | Path, device="cpu"):
     checkpoint = read_checkpoint(path)
     cfg = run_config(checkpoint, path)
     env = instantiate(cfg["env"])
-    policy_cfg = {k: v for k, v in cfg["model"]["policy"].items() if k not in ("_target_", "init_from")}
+    policy_cfg = policy_options(cfg["model"]["policy"])
     weights, ho = policy_weights(checkpoint, path)
-    policy = BUILDERS[policy_cfg.pop("name")](**{k: v for k, v in policy_cfg.items() if k not in ("ho", "fast")})
+    sizes = {k: v for k, v in policy_cfg.items() if k not in ("name", "ho", "fast", "init_from")}
+    policy = BUILDERS[policy_cfg["name"]](**sizes)
     if ho is not None:
         place_ho(policy, _check_ho(ho))
     load_policy_weights(policy, path, weights)
     fast = policy_cfg.get("fast")
     policy = make_fast(policy, fast) if fast else policy
     return policy.to(device).eval(), env, cfg
+
+
+def policy_options(policy_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`build_policy`'s keyword arguments in a `model.policy` config: all of it but Hydra's `_target_`."""
+    return {k: v for k, v in policy_cfg.items() if k != "_target_"}
 
 
 def load_policy_weights(policy: nn.Module, path: str | Path, state: dict[str, torch.Tensor]) -> None:

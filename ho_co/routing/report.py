@@ -1,16 +1,15 @@
-"""Comparison tables and learning curves from what training and evaluation wrote.
+"""Markdown tables of evaluation results: one several-file `ho-co eval` result, and runs compared.
 
-Inputs are the files runs already leave behind: `learning_curve.csv` of `ho-co train`
-(epoch, global_step, instances_seen, wall_s, val_length, val_gap_percent) and the JSON of
-`ho-co eval --json`. Nothing is re-measured here, so a table can never disagree with the runs.
+Inputs are what evaluation already produced (its result dict, or the JSON of `ho-co eval
+--json`). Nothing is re-measured here, so a table can never disagree with the runs. The figures
+(tours, learning curves) are in `ho_co.routing.figures`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 # The seed paper's TSP-50 figures (1280 instances), shown beside ours.
 SEED_FIGURES = [
@@ -20,78 +19,17 @@ SEED_FIGURES = [
 ]
 
 
-def read_curve(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a learning_curve.csv as floats; rows without a gap (no reference) are kept."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"learning curve not found: {path}")
-    with path.open() as f:
-        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    if not rows:
-        raise ValueError(f"{path}: learning curve has no rows")
-    if "val_gap_percent" not in rows[0]:
-        raise ValueError(f"{path}: no val_gap_percent column (columns: {', '.join(rows[0])})")
-    return rows
-
-
-AXES = {"instances_seen": "instances seen", "wall_s": "training minutes"}
-
-
-def _number(value: str | None) -> float | str:
-    """A curve cell as a float (empty: NaN); text columns (the device) stay text."""
-    if value in ("", None):
-        return float("nan")
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
-                x: str | Sequence[str] = ("instances_seen", "wall_s")) -> Path:
-    """One PNG: validation gap (%) of each run against instances seen and/or wall-clock minutes
-    (one panel per axis in `x`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    axes_keys = [x] if isinstance(x, str) else list(x)
-    unknown = [key for key in axes_keys if key not in AXES]
-    if unknown or not axes_keys:
-        raise ValueError(f"x must be among {sorted(AXES)}, got {axes_keys!r}")
-    runs = {label: read_curve(path) for label, path in curves.items()}
-    axes_keys = panels(runs, curves, axes_keys)
-    fig, axes = plt.subplots(1, len(axes_keys), figsize=(5.5 * len(axes_keys), 4), squeeze=False)
-    for ax, key in zip(axes[0], axes_keys):
-        for label, rows in runs.items():
-            if key in rows[0]:
-                xs = [r[key] / 60 if key == "wall_s" else r[key] for r in rows]
-                ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
-        missing = [label for label, rows in runs.items() if key not in rows[0]]
-        if missing:
-            ax.set_title(f"no {key} column: {', '.join(missing)}", fontsize=9)
-        ax.set_xlabel(AXES[key])
-        ax.set_ylabel("gap to reference (%)")
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def panels(runs: Mapping[str, list[dict]], curves: Mapping[str, str | Path], keys: list[str]) -> list[str]:
-    """The x axes some curve has a column for (older or hand-made curves may lack one); a run
-    without it is left out of that panel only."""
-    found = [key for key in keys if any(key in rows[0] for rows in runs.values())]
-    if not found:
-        files = ", ".join(str(path) for path in curves.values())
-        raise ValueError(f"{files}: no {' or '.join(keys)} column to draw the gap against")
-    return found
+def format_table(result: dict[str, Any]) -> str:
+    """The per-file Markdown table of a several-file `ho-co eval` result (`evaluate`), with the mean."""
+    lines = ["| name | N | type | optimum | length | gap % | ms |", "|---|---|---|---|---|---|---|"]
+    for r in result["files"]:
+        ref = f"{r['reference_mean_length']:.6g}" if "reference_mean_length" in r else "-"
+        gap = f"{r['mean_gap_percent']:.2f}" if "mean_gap_percent" in r else "-"
+        lines.append(f"| {r['name']} | {r['num_loc']} | {r['edge_weight_type'] or r['problem'].upper()} | {ref} "
+                     f"| {r['mean_length']:.6g} | {gap} | {r['time_per_instance_ms']:.1f} |")
+    gap = f"{result['mean_gap_percent']:.2f}" if "mean_gap_percent" in result else "-"
+    lines.append(f"| mean ({len(result['files'])} files) | | | | | {gap} | {result['time_per_instance_ms']:.1f} |")
+    return "\n".join(lines)
 
 
 def comparison_table(evals: Mapping[str, str | Path], with_paper_rows: bool = True) -> str:

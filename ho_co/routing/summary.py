@@ -35,7 +35,8 @@ class RunSummary(Callback):
         if not trainer.is_global_zero or curve is None or not (curve.instances_path and curve.reference_path):
             return
         from ho_co.problems import mean_gap
-        from ho_co.routing.evaluate import decode, render_tours
+        from ho_co.routing.decode import decode
+        from ho_co.routing.figures import render_tours
 
         inst, ref = curve.validation_set(pl_module.env)
         decoded = {}

@@ -3,8 +3,10 @@
 The configs follow rl4co's own layout (configs/experiment, model, env, trainer, callbacks,
 logger, paths). They are composed with Hydra's compose API rather than `@hydra.main`, so the
 command runs in the caller's directory and Lightning's DDP launcher can re-run the same
-command line for each rank. The config directory is found in a checkout (`<repo>/configs`),
-else in the installed package (`ho_co/configs`), else at `$HO_CO_CONFIG_DIR`.
+command line for each rank. The config directory is `$HO_CO_CONFIG_DIR` where that is set (and
+holds main.yaml), else the checkout's (`<repo>/configs`), else the installed package's
+(`ho_co/configs`); the data sets the configs name are found under `paths.data_dir`
+(`$HO_CO_DATA_DIR`, default `data/` in the working directory).
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from rl4co.utils.instantiators import instantiate_callbacks, instantiate_loggers
 
     from ho_co.routing.callbacks import EpochSeed, LastCheckpoint, LearningCurve, RankSeed, StoreConfig
-    from ho_co.routing.policies import check_one_hot_width
+    from ho_co.routing.policies import check_one_hot_width, policy_options
     from ho_co.routing.summary import RunSummary
 
     quiet_third_party()
@@ -178,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     env = instantiated("env", lambda: instantiate(cfg.env))
     if env.generator.num_loc < 3:
         raise ValueError(f"env.generator_params.num_loc={env.generator.num_loc}: a tour needs at least 3 nodes")
-    check_one_hot_width(num_loc=env.generator.num_loc, **{k: v for k, v in cfg.model.policy.items() if k != "_target_"})
+    check_one_hot_width(num_loc=env.generator.num_loc, **policy_options(cfg.model.policy))
 
     callbacks = instantiated("callbacks", lambda: instantiate_callbacks(cfg.get("callbacks")))
     for callback in callbacks:  # the validation set and its references: checked before any training

@@ -1,8 +1,13 @@
 """Several solvers on the same instances, side by side: the loop behind the baseline tables
-(`baselines/run_baselines.py`) and the solver benchmark (`benchmarks/references.py`)."""
+(`baselines/run_baselines.py`) and the solver benchmark (`benchmarks/references.py`).
+
+Rows and tables are returned, never printed (the scripts print them); a solver skipped because
+it is not installed is a warning on this module's logger.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -10,6 +15,8 @@ from ho_co.problems.instances import Instances
 from ho_co.problems.tours import mean_gap
 from ho_co.solvers.driver import solve_instances
 from ho_co.solvers.registry import SolverUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def compare_solvers(instances: Instances, solvers, out_dir, *, workers: int = 1, time_limits=None,
@@ -27,7 +34,7 @@ def compare_solvers(instances: Instances, solvers, out_dir, *, workers: int = 1,
         except SolverUnavailable as err:
             if not skip_unavailable:
                 raise
-            print(f"skipping {solver}: {err}")
+            log.warning("skipping %s: %s", solver, err)
             continue
         seconds = time.perf_counter() - t0
         ref = refs.lengths if ref is None else ref

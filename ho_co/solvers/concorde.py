@@ -2,8 +2,9 @@
 
 Backends, first found wins:
 1. the compiled pyconcorde binding inside the ``ml4co-kit`` wheel, loaded from its folder by
-   file path (``import ml4co_kit`` takes ~24 s and wants ~1.3 GB of dependencies; the binding
-   needs neither: ``pip install --no-deps ml4co-kit==0.5.7``);
+   file path: ``import ml4co_kit`` is slow and needs the package's large dependency set, and the
+   binding needs neither (``pip install --no-deps ml4co-kit==0.5.7``; BENCHMARKS.md has the
+   sizes and times);
 2. a plain ``pyconcorde`` install (``from concorde.tsp import TSPSolver``);
 3. a ``concorde`` executable on PATH (Kool et al. style: ``concorde -x -o tour.sol file.tsp``).
 
@@ -34,12 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ho_co.solvers.heuristics import nearest_neighbour, tour_cost
+from ho_co.problems.tours import tour_lengths
+from ho_co.solvers.heuristics import nearest_neighbour
 from ho_co.solvers.quiet import silenced_in_tempdir
 from ho_co.solvers.solution import Solution, integer_costs
 
 SCALE = 1e7  # integer units per coordinate extent / largest cost
-CAP = 1e8  # largest weight in the ATSP transformation (the binding crashed at 1e9 here)
+# largest weight in the ATSP transformation: a decade inside Concorde's int range (2**30 ~ 1.07e9),
+# since weights near that limit break the binding (BENCHMARKS.md, "Reference solvers")
+CAP = 1e8
 MIN_NODES = 5
 INSTALL_HINT = (
     "no Concorde found. Install the binding shipped in the ml4co-kit wheel without its "
@@ -141,12 +145,12 @@ def atsp_to_symmetric(cost_matrix: np.ndarray) -> np.ndarray:
     """
     n = cost_matrix.shape[0]
     ub_tour = nearest_neighbour(cost_matrix)
-    ub = max(float(tour_cost(cost_matrix, ub_tour)), 1e-12)
+    ub = max(float(tour_lengths(cost_matrix[None], ub_tour[None])[0]), 1e-12)
     # INF = (N + 1) * M stays below 2**30, so Concorde's int arithmetic cannot overflow.
     scale = min(SCALE / _max(cost_matrix), (CAP / (n + 1) - 1) / ub)
     integral = np.array_equal(cost_matrix, np.rint(cost_matrix))
     c = np.rint(cost_matrix * (1.0 if integral and scale >= 1 else scale)).astype(np.int64)
-    big_m = int(tour_cost(c, ub_tour)) + 1  # above the optimal tour's cost
+    big_m = int(tour_lengths(c[None], ub_tour[None])[0]) + 1  # above the optimal tour's cost (exact: < CAP)
     inf = (n + 1) * big_m
     sym = np.full((2 * n, 2 * n), inf, dtype=np.int64)
     sym[np.arange(n), n + np.arange(n)] = 0

@@ -38,7 +38,7 @@ import numpy as np
 from ho_co.problems.instances import Instances, validate
 from ho_co.problems.references import References
 from ho_co.problems.tours import check_tours, tour_lengths
-from ho_co.solvers.registry import get_solver
+from ho_co.solvers.registry import SolverSpec, get_solver
 
 CHUNK_MAX = 16  # instances per task: coarse enough to amortize pickling, fine enough to resume
 
@@ -84,8 +84,7 @@ def solve_instances(solver: str, instances: Instances, *, out=None, workers: int
         _say(progress, f"{partial}: resuming, {len(done)}/{size} instances already solved")
     todo = [b for b in range(size) if b not in done]
     if todo:
-        _run_workers(spec.target, cost, todo, time_limit, workers, partial, header, done, progress,
-                     solver)
+        _run_workers(spec, cost, todo, time_limit, workers, partial, header, done, progress)
 
     tours = np.stack([done[b][0] for b in range(size)])
     check_tours(tours, n)
@@ -164,19 +163,19 @@ def _read_partial(partial: Path, header: dict, n: int) -> dict:
     return done
 
 
-def _run_workers(target, cost, todo, time_limit, workers, partial, header, done,
-                 progress, solver) -> None:
+def _run_workers(spec: SolverSpec, cost, todo, time_limit, workers, partial, header, done,
+                 progress) -> None:
     if not done or not partial.exists():
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(header) + "\n")
     per_task = int(np.clip(len(todo) // (workers * 20), 1, CHUNK_MAX))
     chunks = [todo[k:k + per_task] for k in range(0, len(todo), per_task)]
-    bar = _progress_bar(progress, f"{solver}", len(done) + len(todo), len(done))
+    bar = _progress_bar(progress, spec.name, len(done) + len(todo), len(done))
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_context(),
                                initializer=_worker_init)
     try:
         with sigterm_raises(), open(partial, "a") as log:
-            pending = {pool.submit(_solve_chunk, target, [(b, cost[b]) for b in c], time_limit)
+            pending = {pool.submit(_solve_chunk, spec, [(b, cost[b]) for b in c], time_limit)
                        for c in chunks}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -186,7 +185,7 @@ def _run_workers(target, cost, todo, time_limit, workers, partial, header, done,
                         bar[0].update(bar[1], completed=len(done))
     except BrokenProcessPool as err:
         raise RuntimeError(
-            f"a {solver} worker process died (a crash in the solver's C code?); the "
+            f"a {spec.name} worker process died (a crash in the solver's C code?); the "
             f"{len(done)} finished instances are kept in {partial}: run again to resume, "
             "or use another solver") from err
     except BaseException:
@@ -241,18 +240,16 @@ def _context():
     return ctx
 
 
-def _solve_chunk(target: str, items, time_limit):
-    """Runs in a worker: solve a few instances with the solver function ``target``."""
-    module, _, attr = target.partition(":")
-    import importlib
-
-    fn = getattr(importlib.import_module(module), attr)
+def _solve_chunk(spec: SolverSpec, items, time_limit):
+    """Runs in a worker: solve a few instances with the spec's solver function (imported here,
+    so the parent never loads a solver's package)."""
+    fn = spec.function()
     results = []
     for b, cost in items:
         try:
             sol = fn(cost, time_limit)
         except Exception as err:
-            raise RuntimeError(f"{target} failed on instance {b}: {type(err).__name__}: {err}") from err
+            raise RuntimeError(f"{spec.target} failed on instance {b}: {type(err).__name__}: {err}") from err
         results.append((b, np.asarray(sol.tour, dtype=np.int64), bool(sol.optimal), str(sol.method)))
     return results
 

@@ -10,12 +10,6 @@ import numpy as np
 from ho_co.solvers.solution import Solution
 
 
-def tour_cost(cost_matrix: np.ndarray, tour: np.ndarray) -> float:
-    """Cost of one closed tour under ``cost_matrix`` (in its dtype; ints stay exact)."""
-    tour = np.asarray(tour)
-    return cost_matrix[tour, np.roll(tour, -1)].sum()
-
-
 def nearest_neighbour(cost_matrix: np.ndarray, start: int = 0) -> np.ndarray:
     """Greedy tour from ``start``: always go to the cheapest unvisited node."""
     n = cost_matrix.shape[0]

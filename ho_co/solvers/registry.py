@@ -24,6 +24,7 @@ class SolverSpec:
     install: str  # what to do when they are not
 
     def function(self):
+        """The solver function ``target`` names (importing its module: the solver's package)."""
         module, _, attr = self.target.partition(":")
         return getattr(importlib.import_module(module), attr)
 

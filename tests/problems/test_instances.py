@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ho_co.problems.instances import (Instances, generate_atsp, generate_tsp, load_instances,
-                                     save_instances)
+from ho_co.problems.files import load_instances, save_instances
+from ho_co.problems.instances import Instances, generate_atsp, generate_tsp
 
 
 def test_generate_tsp_is_deterministic_uniform_float32():

@@ -8,7 +8,8 @@ import torch
 from ho_co.cli import main
 from ho_co.problems import load_instances, load_references, mean_gap, save_instances, tour_lengths
 from ho_co.routing.envs import make_env
-from ho_co.routing.evaluate import augmented_copy, decode, evaluate
+from ho_co.routing.decode import augmented_copy, decode
+from ho_co.routing.evaluate import evaluate
 from ho_co.routing.policies import policy_from_checkpoint
 
 

@@ -13,7 +13,8 @@ from rl4co.envs import TSPEnv
 from ho_co.cli import main
 from ho_co.problems import load_instances, load_references, tour_lengths
 from ho_co.routing.envs import make_env
-from ho_co.routing.evaluate import evaluate, generator_mean_cost, mean_cost, policy_input
+from ho_co.routing.decode import generator_mean_cost, mean_cost, policy_input
+from ho_co.routing.evaluate import evaluate
 from ho_co.solvers import concorde
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "tsplib"

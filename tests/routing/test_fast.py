@@ -144,7 +144,7 @@ def test_rl4co_trainer_trains_the_fast_policy_like_the_plain_one():
 def test_config_switch_and_eval_decode(tmp_path):
     from hydra.utils import instantiate
 
-    from ho_co.routing.evaluate import decode_batch
+    from ho_co.routing.decode import decode_batch
     from ho_co.routing.train import compose
 
     cfg = compose(["experiment=smoke"])

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from ho_co.cli import main
-from ho_co.routing.report import comparison_table, parse_labelled, plot_curves, read_curve
+from ho_co.routing.figures import plot_curves, read_curve
+from ho_co.routing.report import comparison_table, parse_labelled
 
 CURVE = "epoch,global_step,instances_seen,wall_s,val_length,val_gap_percent\n0,10,640,60.0,6.1,7.2\n1,20,1280,120.0,5.9,3.7\n"
 
