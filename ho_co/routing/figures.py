@@ -64,7 +64,8 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
     return rows
 
 
-AXES = {"instances_seen": "instances seen", "wall_s": "training minutes"}
+AXES = {"instances_seen": "instances seen", "wall_s": "training minutes", "cpu_s": "CPU-hours"}
+SCALE = {"wall_s": 60, "cpu_s": 3600}  # seconds in a curve, shown as minutes / hours
 
 
 def _number(value: str | None) -> float | str:
@@ -79,8 +80,8 @@ def _number(value: str | None) -> float | str:
 
 def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
                 x: str | Sequence[str] = ("instances_seen", "wall_s")) -> Path:
-    """One PNG: validation gap (%) of each run against instances seen and/or wall-clock minutes
-    (one panel per axis in `x`)."""
+    """One PNG: validation gap (%) of each run against instances seen, wall-clock minutes and/or
+    CPU-hours (one panel per axis in `x`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +97,7 @@ def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
     for ax, key in zip(axes[0], axes_keys):
         for label, rows in runs.items():
             if key in rows[0]:
-                xs = [r[key] / 60 if key == "wall_s" else r[key] for r in rows]
+                xs = [r[key] / SCALE.get(key, 1) for r in rows]
                 ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
         missing = [label for label, rows in runs.items() if key not in rows[0]]
         if missing:
