@@ -201,13 +201,14 @@ def apply_ho(policy: nn.Module, targets: str | Iterable[str] | None = None, orde
 
 
 def check_widths(policy: nn.Module, targets: list, patterns: list, order: int, planned: ReplaceReport) -> None:
-    """Every targeted layer must take `order`: a skipped one would leave a plain layer where HO was
-    asked for. The exception is a one-input layer swept in by `all`/`cached`: it has no product to
-    take at any order, so it stays plain (reported) rather than make the broad presets unusable."""
+    """Every layer a specific preset or pattern names must take `order`: a skipped one would leave
+    a plain layer where HO was asked for. The exception is a layer only swept in by `all`/`cached`
+    (a coordinate embedding with 2 inputs at order 4, say): it stays plain, and the report says
+    so, rather than make the broad presets unusable at higher orders."""
     named = {n for t in targets if isinstance(t, str) and t in PRESETS for n in preset_layers(policy, t)}
     for e in planned.entries:
         swept_in = e.name not in named and not any(name_matches(e.name, p) for p in patterns)
-        if e.in_features < order and not (swept_in and e.in_features == 1):
+        if e.in_features < order and not swept_in:
             raise ValueError(f"HO order {order} is wider than {e.name} (in_features={e.in_features}); "
                              "lower the order or exclude the layer")
 
