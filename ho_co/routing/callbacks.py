@@ -75,7 +75,7 @@ class EpochSeed(Callback):
         torch.manual_seed(int(state[1]))
 
 
-class SessionBudget(Callback):
+class SittingBudget(Callback):
     """Stop at an epoch boundary before `minutes` of this invocation's wall time run out: after
     each epoch, if one more epoch as long as the slowest so far would cross the budget, the run
     ends there (validated, checkpointed, resumable with `ckpt_path=last`). Lightning's
