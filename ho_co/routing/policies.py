@@ -26,29 +26,47 @@ from rl4co.models.zoo.matnet.encoder import MatNetEncoder
 
 from ho_co.routing.checkpoints import policy_weights, read_checkpoint, run_config
 from ho_co.routing.fast import make_fast
+from ho_co.routing.one_hot import WideOneHotEmbedding
 from ho_co.routing.placement import DEFAULT_TARGETS, apply_ho
 
 
 def matnet_policy(
+    env_name: str = "atsp",
     embed_dim: int = 256,
     num_encoder_layers: int = 5,
     num_heads: int = 16,
     feedforward_hidden: int = 512,
     normalization: str = "instance",
+    init_embedding_kwargs: Mapping[str, Any] | None = None,
+    one_hot_positions: int | None = None,
     use_graph_context: bool = False,
     bias: bool = False,
-    init_embedding_mode: str = "RandomOneHot",
+    temperature: float = 1.0,
     tanh_clipping: float = 10.0,
+    mask_logits: bool = True,
     train_decode_type: str = "sampling",
     val_decode_type: str = "greedy",
     test_decode_type: str = "greedy",
 ) -> AutoregressivePolicy:
     """rl4co's MatNet (encoder, decoder) with every size reaching the modules.
 
-    Assembled from rl4co's MatNetEncoder/MatNetDecoder as `MatNetPolicy` does, because
-    MatNetPolicy 0.7.0 drops `feedforward_hidden` (its encoder is always 512 wide) and leaves
-    logit clipping at 0 where MatNet uses 10.
+    Takes `MatNetPolicy`'s arguments, so rl4co code written for `MatNet(env, policy_params=...)`
+    builds the same network here. Assembled from rl4co's MatNetEncoder/MatNetDecoder as
+    `MatNetPolicy` does, because MatNetPolicy 0.7.0 drops `feedforward_hidden` (its encoder is
+    always 512 wide) and leaves logit clipping at 0 where MatNet uses 10.
+
+    one_hot_positions: draw each instance's column one-hots among this many positions (MatNet's
+    `one_hot_seed_cnt`, at most embed_dim); None keeps rl4co's draw among the N node positions.
     """
+    if env_name != "atsp":
+        raise ValueError(f"env_name={env_name!r}: ho-co's MatNet decodes cost-matrix tours (env_name='atsp')")
+    init_embedding_kwargs = {"mode": "RandomOneHot", **(init_embedding_kwargs or {})}
+    init_embedding = None
+    if one_hot_positions is not None:
+        if init_embedding_kwargs["mode"] != "RandomOneHot":
+            raise ValueError(f"one_hot_positions needs init_embedding_kwargs.mode=RandomOneHot, "
+                             f"not {init_embedding_kwargs['mode']!r}")
+        init_embedding = WideOneHotEmbedding(embed_dim, one_hot_positions)
     return AutoregressivePolicy(
         encoder=MatNetEncoder(
             embed_dim=embed_dim,
@@ -56,14 +74,17 @@ def matnet_policy(
             num_layers=num_encoder_layers,
             normalization=normalization,
             feedforward_hidden=feedforward_hidden,
-            init_embedding_kwargs={"mode": init_embedding_mode},
+            init_embedding=init_embedding,
+            init_embedding_kwargs=init_embedding_kwargs,
             bias=bias,
         ),
         decoder=MatNetDecoder(
-            env_name="atsp", embed_dim=embed_dim, num_heads=num_heads, use_graph_context=use_graph_context
+            env_name=env_name, embed_dim=embed_dim, num_heads=num_heads, use_graph_context=use_graph_context
         ),
-        env_name="atsp",
+        env_name=env_name,
+        temperature=temperature,
         tanh_clipping=tanh_clipping,
+        mask_logits=mask_logits,
         train_decode_type=train_decode_type,
         val_decode_type=val_decode_type,
         test_decode_type=test_decode_type,
@@ -146,13 +167,20 @@ def _architecture(ho: Mapping[str, Any] | None) -> tuple | None:
             ho.get("mode", "scratch"))
 
 
-def check_one_hot_width(name: str, num_loc: int, embed_dim: int, init_embedding_mode: str = "RandomOneHot",
-                        **_) -> None:
-    """MatNet's column embeddings are one-hot over the embedding dimensions: N <= embed_dim."""
-    if name == "matnet" and init_embedding_mode == "RandomOneHot" and num_loc > embed_dim:
+def check_one_hot_width(name: str, num_loc: int, embed_dim: int = 256,
+                        init_embedding_kwargs: Mapping[str, Any] | None = None,
+                        one_hot_positions: int | None = None, **_) -> None:
+    """MatNet's column embeddings are one-hot over the embedding dimensions (or the first
+    `one_hot_positions` of them): N may not exceed that width."""
+    if name != "matnet" or (init_embedding_kwargs or {}).get("mode", "RandomOneHot") != "RandomOneHot":
+        return
+    if one_hot_positions is not None and num_loc > one_hot_positions:
+        raise ValueError(f"N={num_loc} nodes, but MatNet's one-hot embedding draws among "
+                         f"one_hot_positions={one_hot_positions} (raise model.policy.one_hot_positions)")
+    if num_loc > embed_dim:
         raise ValueError(
             f"N={num_loc} nodes, but MatNet's random one-hot embedding takes at most embed_dim={embed_dim} "
-            "(raise model.policy.embed_dim or use init_embedding_mode=Random)"
+            "(raise model.policy.embed_dim or use init_embedding_kwargs.mode=Random)"
         )
 
 

@@ -5,7 +5,7 @@ from rl4co.envs import TSPEnv
 from ho_co.layers import HOLinear
 from ho_co.routing.envs import make_env
 from ho_co.routing.placement import HOMixedScoresSDPA, apply_ho, linear_names
-from ho_co.routing.policies import build_policy
+from ho_co.routing.policies import build_policy, check_one_hot_width
 from rl4co.models.zoo.matnet.encoder import MixedScoresSDPA
 
 TINY = dict(embed_dim=16, num_encoder_layers=2, num_heads=2, feedforward_hidden=24)
@@ -145,3 +145,67 @@ def test_ho_without_targets_is_the_default_placement():
     expected = build_policy("am", ho={"order": 2, "targets": ["all"]}, **TINY)
     linears = set(linear_names(build_policy("am", **TINY)))
     assert holinears(p) == holinears(expected) == linears
+
+
+def test_rl4co_matnet_policy_arguments_build_the_same_network():
+    from rl4co.models.zoo.matnet.policy import MatNetPolicy
+
+    args = dict(env_name="atsp", embed_dim=16, num_encoder_layers=2, num_heads=2, temperature=2.0,
+                mask_logits=True, init_embedding_kwargs={"mode": "RandomOneHot"}, tanh_clipping=0.0)
+    theirs = MatNetPolicy(**args)
+    ours = build_policy("matnet", **args)  # rl4co's ff width is always 512, ours defaults to it
+    assert ours.temperature == 2.0 and ours.tanh_clipping == 0.0
+    assert build_policy("matnet", mask_logits=False, **TINY).mask_logits is False
+    ours.load_state_dict(theirs.state_dict())  # strict: the same modules, names and shapes
+    env = make_env("tsp", num_loc=6)
+    td = env.reset(batch_size=[3])
+    outs = []
+    for policy in (theirs, ours):
+        torch.manual_seed(1)
+        outs.append(policy(td.clone(), env, decode_type="sampling", return_actions=True))
+    assert torch.equal(outs[0]["actions"], outs[1]["actions"])
+    torch.testing.assert_close(outs[0]["log_likelihood"], outs[1]["log_likelihood"])
+
+
+def test_matnet_arguments_it_cannot_honour_are_refused():
+    with pytest.raises(ValueError, match="env_name='ffsp'"):
+        build_policy("matnet", env_name="ffsp", **TINY)
+    with pytest.raises(ValueError, match="one_hot_positions=17 must be between 1 and embed_dim=16"):
+        build_policy("matnet", one_hot_positions=17, **TINY)
+    with pytest.raises(ValueError, match="needs init_embedding_kwargs.mode=RandomOneHot"):
+        build_policy("matnet", one_hot_positions=8, init_embedding_kwargs={"mode": "Random"}, **TINY)
+    random_mode = build_policy("matnet", init_embedding_kwargs={"mode": "Random"}, **TINY)
+    assert random_mode.encoder.init_embedding.mode == "Random"
+
+
+def one_hot_positions_drawn(policy, num_loc, batch=64):
+    td = make_env("tsp", num_loc=num_loc).reset(batch_size=[batch])
+    _, col_emb, _ = policy.encoder.init_embedding(td)
+    assert torch.equal(col_emb.sum(-1), torch.ones(batch, num_loc))  # one position per node
+    position = col_emb.argmax(-1)
+    assert all(len(set(row.tolist())) == num_loc for row in position)  # distinct within an instance
+    return position
+
+
+def test_one_hot_draw_range_is_a_policy_setting():
+    torch.manual_seed(0)
+    rl4co_draw = one_hot_positions_drawn(build_policy("matnet", **TINY), num_loc=5)
+    assert rl4co_draw.max() == 4  # rl4co's draw: the first N positions only
+    wide = build_policy("matnet", one_hot_positions=12, **TINY)
+    wide_draw = one_hot_positions_drawn(wide, num_loc=5)
+    assert wide_draw.max() == 11 and wide_draw.min() == 0  # every position of the range gets trained
+    torch.manual_seed(3)
+    first = one_hot_positions_drawn(wide, num_loc=5)
+    torch.manual_seed(3)
+    assert torch.equal(first, one_hot_positions_drawn(wide, num_loc=5))  # seeded like rl4co's draw
+    with pytest.raises(ValueError, match="N=13 nodes, but the one-hot embedding draws among one_hot_positions=12"):
+        one_hot_positions_drawn(wide, num_loc=13)
+
+
+def test_one_hot_width_check_names_the_setting_that_limits_it():
+    check_one_hot_width("matnet", num_loc=50, embed_dim=64, one_hot_positions=50)
+    with pytest.raises(ValueError, match="one_hot_positions=40"):
+        check_one_hot_width("matnet", num_loc=50, embed_dim=64, one_hot_positions=40)
+    with pytest.raises(ValueError, match="embed_dim=32"):
+        check_one_hot_width("matnet", num_loc=50, embed_dim=32)
+    check_one_hot_width("matnet", num_loc=50, embed_dim=32, init_embedding_kwargs={"mode": "Random"})
