@@ -1,4 +1,4 @@
-"""CPU settings for training: how many threads one training process uses.
+"""CPU settings for training: how many threads one training process uses, and its heap.
 
 POMO training of MatNet on a CPU is a stream of small kernels (the decoding steps) between
 medium GEMMs (the encoder). A training alone on the machine gains from every core it may run
@@ -6,10 +6,16 @@ on; several trainings side by side must each keep to their own cores, since Open
 that wait on a busy core lose far more than they gain. So the default is the number of cores
 this process may run on (its CPU affinity: all of them, or the one `taskset -c N` pins it to),
 or OMP_NUM_THREADS where the environment sets it. BENCHMARKS.md has the measurements.
+
+A training step also allocates and frees the same activation-sized tensors every step. glibc's
+malloc serves large blocks from fresh mmap pages and returns them when freed, so each step
+page-faults its whole working set again (about 50,000 faults per TSP-50 step); `keep_freed_memory`
+has malloc keep and reuse them instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import torch
@@ -22,13 +28,36 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+KEEP_FREED_BYTES = 1 << 30  # freed memory kept for reuse before malloc trims the heap
+
+
+def keep_freed_memory() -> bool:
+    """Serve every allocation from malloc's heap and keep up to 1 GiB of freed memory there, so
+    a step reuses the pages the last step freed (no mmap per large tensor, no page faults on
+    reuse). The heap then stays at its peak size. Returns whether it applied (glibc only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): the platform's allocator as it is
+        return False
+    if not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+
+
+def runs_on_cpu(device: str) -> bool:
+    """Whether a Lightning accelerator setting means training on this CPU."""
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+
+
 def set_cpu_threads(threads: int | None = None, device: str = "cpu") -> int:
     """Set torch's intra-op threads for CPU training and return the count in use.
 
     threads: a count, 0 or None for the default (`default_threads`). Nothing changes for GPU
     training (a device other than cpu, or auto with a GPU), where host threads only feed it.
     """
-    if device not in ("cpu", "auto") or (device == "auto" and torch.cuda.is_available()):
+    if not runs_on_cpu(device):
         return torch.get_num_threads()
     if not threads:
         threads = default_threads()

@@ -23,6 +23,7 @@ from ho_co.problems.tours import gaps
 from ho_co.problems.tsplib import read_optima
 from ho_co.routing.decode import decode
 from ho_co.routing.figures import render_tours
+from ho_co.routing.cpu import keep_freed_memory
 from ho_co.routing.policies import check_one_hot_width, policy_from_checkpoint, policy_options
 
 
@@ -44,6 +45,8 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
     if num_augment < 1:
         raise ValueError(f"--augment must be >= 1, got {num_augment}")
     check_device(device)
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # decoding batch after batch: reuse the freed pages (ho_co.routing.cpu)
     if reference and optima:
         raise ValueError("give --reference or --optima, not both")
     files = instance_files(instances)

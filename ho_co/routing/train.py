@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ho_co.routing.checkpoints import SafeCheckpointIO, read_checkpoint, training_record
-from ho_co.routing.cpu import set_cpu_threads
+from ho_co.routing.cpu import keep_freed_memory, runs_on_cpu, set_cpu_threads
 
 
 def config_dir() -> Path:
@@ -174,6 +174,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     quiet_third_party()
     ckpt_path = resume_path(cfg)
     set_cpu_threads(cfg.get("threads"), cfg.trainer.accelerator)
+    if runs_on_cpu(cfg.trainer.accelerator):
+        keep_freed_memory()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)

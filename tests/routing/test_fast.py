@@ -11,7 +11,7 @@ from rl4co.models.zoo.am.decoder import AttentionModelDecoder
 
 from ho_co.layers import HOLinear
 from ho_co.routing.envs import make_env
-from ho_co.routing.fast import FastMatNetPolicy, make_fast, pointer_step, step_tables
+from ho_co.routing.fast import FastMatNetPolicy, additive_mask, make_fast, pointer_step, step_tables
 from ho_co.routing.policies import build_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/routing/conftest.py
@@ -176,7 +176,8 @@ def test_the_step_traces_whole_for_torch_compile():
         mask = torch.ones(B, N, N, dtype=torch.bool).scatter(-1, first.unsqueeze(-1), False)
         current = (first + 1) % N
         mask = mask.scatter(-1, current.unsqueeze(-1), False)
-        args = (tables, first, current, mask, None, None, fast.decoder.pointer.sdpa_fn, True, 10.0, 1.0)
+        args = (tables, first, current, additive_mask(mask, row.dtype), None, None, fast.decoder.pointer.sdpa_fn,
+                True, 10.0, 1.0)
         eager = pointer_step(*args)
         torch._dynamo.reset()
         compiled = torch.compile(pointer_step, backend="aot_eager", fullgraph=True)(*args)
