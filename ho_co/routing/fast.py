@@ -217,6 +217,56 @@ def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None,
     return logp.gather(-1, chosen.flatten(1).unsqueeze(-1)).view(b, s, steps)
 
 
+class ReplayedAttention(torch.autograd.Function):
+    """SDPA whose forward is given (the rollout computed it) and whose backward is aten's CPU
+    flash-attention backward, the one `F.scaled_dot_product_attention` would run."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor, out: Tensor, logsumexp: Tensor) -> Tensor:
+        ctx.save_for_backward(q, k, v, attn_mask, out, logsumexp)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, attn_mask, out, logsumexp = ctx.saved_tensors
+        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=attn_mask)
+        return (*grads, None, None, None)
+
+
+class RolloutAttention:
+    """The rollout's glimpse attentions, kept for the one pass over the chosen tours.
+
+    Step t's queries, keys, values and mask are exactly the pass's rows for step t, so the
+    pass takes the rollout's outputs (and log-sum-exps) instead of computing them again and
+    only runs the backward: one attention forward less per training step. CPU only (aten's
+    flash kernel for CPU returns the log-sum-exp its backward needs).
+    """
+
+    def __init__(self) -> None:
+        self.outs: list[Tensor] = []
+        self.logsumexps: list[Tensor] = []
+
+    @staticmethod
+    def applies(sdpa_fn: Callable, mask_inner: bool, device: torch.device, dtype: torch.dtype) -> bool:
+        return (sdpa_fn is F.scaled_dot_product_attention and mask_inner and device.type == "cpu"
+                and dtype == torch.float32 and not torch.compiler.is_compiling())
+
+    def rollout_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=attn_mask)[:2]
+        self.outs.append(out)
+        self.logsumexps.append(logsumexp)
+        return out
+
+    def tour_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """The pass's attention: rows ordered (start, step), as `tour_logp` flattens them."""
+        out = torch.stack(self.outs, 3).flatten(2, 3)  # [B, H, S, steps, d] -> [B, H, S * steps, d]
+        logsumexp = torch.stack(self.logsumexps, 3).flatten(2, 3)
+        if out.shape != q.shape:
+            raise RuntimeError(f"the rollout kept attentions of shape {tuple(out.shape)}, the pass asks {tuple(q.shape)}")
+        return ReplayedAttention.apply(q, k, v, attn_mask, out, logsumexp)
+
+
 DECODE_KERNEL = os.path.join(os.path.dirname(__file__), "decode_kernel.cpp")
 DECODE_SWITCH = "HO_CO_FUSED_SAMPLING"  # "0": the rollout samples with torch.multinomial
 
@@ -333,20 +383,24 @@ class FastMatNetPolicy(AutoregressivePolicy):
         pointer = self.decoder.pointer
         step = self.compiled("step", pointer_step, row_emb.device)
 
-        args = (*layers, pointer.sdpa_fn, pointer.mask_inner, tanh_clipping, temperature)
+        settings = (pointer.mask_inner, tanh_clipping, temperature)
+        args = (*layers, pointer.sdpa_fn, *settings)
         # Training: the rollout only picks the tours, so it runs without autograd, and the
         # log-likelihood's graph comes from one pass over every step of the chosen tours at once
         # (the same function of the same inputs, on [B, S * (N - 2)] query rows instead of N - 2
         # steps of [B, S]: large matmuls and one backward instead of 48 small ones).
         tour_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables)
         no_grad = tour_graph or not torch.is_grad_enabled()  # the draws need no gradient
+        kept = (RolloutAttention() if tour_graph and RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner,
+                                                                            row_emb.device, row_emb.dtype) else None)
+        rollout_args = args if kept is None else (*layers, kept.rollout_sdpa, *settings)
         with torch.no_grad() if tour_graph else contextlib.nullcontext():
             fused = no_grad and mode == "sampling" and fused_sampling_applies(row_emb.device, row_emb.dtype)
             blocked = row_emb.new_zeros(batch, num_starts, num_loc)
             blocked = blocked.scatter(-1, first.unsqueeze(-1), float("-inf"))
             current, tours, logps = first, [first], []
             for _ in range(num_loc - 2):
-                logp = step(tables, first, current, blocked, *args)
+                logp = step(tables, first, current, blocked, *rollout_args)
                 if mode == "greedy":
                     current = logp.argmax(-1)
                 elif fused and logp.dtype == torch.float32:  # multinomial's own draw, from the same uniforms (decode_kernel.cpp)
@@ -366,7 +420,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
             tours.append(last)
             tours = torch.stack(tours, -1)
         if tour_graph:
-            step_logp = tour_logp(tables, tours, *args)
+            step_logp = tour_logp(tables, tours, *(args if kept is None else (*layers, kept.tour_sdpa, *settings)))
         else:
             step_logp = torch.stack(logps, -1) if logps else row_emb.new_zeros(batch, num_starts, 0)
         return tours, step_logp

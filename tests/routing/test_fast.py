@@ -86,6 +86,31 @@ def test_sampling_draws_the_same_tours_and_gradients(variant):
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_the_tour_pass_reuses_the_rollouts_attention_with_the_same_gradients(monkeypatch):
+    """On CPU the pass over the chosen tours takes the rollout's attention outputs and runs only
+    their backward; recomputing them gives the same log-likelihoods and gradients."""
+    from ho_co.routing import fast as fast_module
+
+    _, policy = pair("matnet")
+    env, td = instances("tsp")
+    replays = []
+    original = fast_module.RolloutAttention.tour_sdpa
+    monkeypatch.setattr(fast_module.RolloutAttention, "tour_sdpa",
+                        lambda self, *a, **kw: replays.append(1) or original(self, *a, **kw))
+    results = []
+    for reuse in (True, False):
+        monkeypatch.setattr(fast_module.RolloutAttention, "applies", staticmethod(lambda *a: reuse))
+        out = run(policy, env, td, phase="train", decode_type="multistart_sampling")
+        policy.zero_grad()
+        (out["log_likelihood"] * out["reward"]).mean().backward()
+        results.append((out, {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}))
+    assert replays == [1]  # the first run replayed, the second recomputed
+    (kept, kept_grads), (recomputed, recomputed_grads) = results
+    assert_same(kept, recomputed)
+    for name, grad in recomputed_grads.items():
+        torch.testing.assert_close(kept_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_fewer_starts_per_step_logprobs_and_hidden():
     plain, fast = pair("ho_matnet")
     env, td = instances("atsp")
