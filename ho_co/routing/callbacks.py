@@ -217,8 +217,8 @@ class LearningCurve(Callback):
         from ho_co.routing.decode import decode
 
         inst, ref = self.validation_set(pl_module.env)
-        _, lengths, _ = decode(pl_module.policy, pl_module.env, inst, num_augment=self.num_augment,
-                               batch_size=self.batch_size, seed=self.seed, device=pl_module.device)
+        lengths = decode(pl_module.policy, pl_module.env, inst, num_augment=self.num_augment,
+                         batch_size=self.batch_size, seed=self.seed, device=pl_module.device).lengths
         pl_module.log("val/length", float(lengths.mean()), prog_bar=True, sync_dist=True)
         if ref is not None:
             pl_module.log("val/gap", mean_gap(lengths, ref.lengths), prog_bar=True, sync_dist=True)

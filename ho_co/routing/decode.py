@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -140,17 +141,28 @@ def decode_batch(policy, env, td: TensorDict, num_starts: int | None = None) -> 
     return gather_by_index(unbatchify(out["actions"], n_start), reward.argmax(dim=1), dim=1)
 
 
+class Decoded(NamedTuple):
+    """What `decode` found: the best of all copies, and copy 0 alone (the decode without
+    augmentation, so an augmented run reports both from one pass)."""
+
+    tours: np.ndarray  # [I, N]: per instance the shortest of its copies' best multi-start tours
+    lengths: np.ndarray  # [I] float64, re-measured on the instances' own costs
+    seconds: float
+    plain_tours: np.ndarray  # copy 0's tours: what num_augment=1 decodes
+    plain_lengths: np.ndarray
+
+
 def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, batch_size=256,
-           seed: int | None = 0, device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Tours, lengths (float64, re-measured on the instances) and decoding seconds: for each
-    instance the shortest of its ``num_augment`` copies' best multi-start tours."""
+           seed: int | None = 0, device="cpu", progress: bool = False) -> Decoded:
+    """Tours, lengths and decoding seconds: for each instance the shortest of its
+    ``num_augment`` copies' best multi-start tours, and copy 0's beside them."""
     if num_augment < 1:
         raise ValueError(f"num_augment must be >= 1, got {num_augment}")
     if num_starts is not None and not 1 <= num_starts <= instances.num_loc:
         raise ValueError(f"num_starts must be in 1..{instances.num_loc} (the nodes), got {num_starts}")
     device = torch.device(device)
     td_all = policy_input(instances, env)
-    best_tours, best_lengths = [], []
+    best_tours, best_lengths, plain_tours, plain_lengths = [], [], [], []
     batches = range(0, len(instances), batch_size)
     if progress:
         from rich.progress import track
@@ -170,8 +182,10 @@ def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, ba
                 check_tours(tours, instances.num_loc)
                 lengths = tour_lengths(cost, tours)
                 if k == 0:
-                    best_tours.append(tours)
-                    best_lengths.append(lengths)
+                    plain_tours.append(tours)
+                    plain_lengths.append(lengths)
+                    best_tours.append(tours.copy())
+                    best_lengths.append(lengths.copy())
                 else:
                     better = lengths < best_lengths[-1]
                     best_tours[-1][better], best_lengths[-1][better] = tours[better], lengths[better]
@@ -179,4 +193,5 @@ def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, ba
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     policy.train(was_training)
-    return np.concatenate(best_tours), np.concatenate(best_lengths), seconds
+    return Decoded(np.concatenate(best_tours), np.concatenate(best_lengths), seconds,
+                   np.concatenate(plain_tours), np.concatenate(plain_lengths))

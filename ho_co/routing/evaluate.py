@@ -67,8 +67,9 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
             ref = load_references(Path(reference) / f"{path.stem}.npz" if len(files) > 1 else reference, inst)
         elif optimum_of is not None:
             ref = _optimum_reference(optimum_of, inst, path, optima)
-        tours, lengths, seconds = decode(policy, env, inst, num_starts, num_augment, batch_size, seed,
-                                         device, progress and len(files) == 1)
+        decoded = decode(policy, env, inst, num_starts, num_augment, batch_size, seed, device,
+                         progress and len(files) == 1)
+        tours, lengths, seconds = decoded.tours, decoded.lengths, decoded.seconds
         row = {
             "checkpoint": str(checkpoint), "instances": str(path), "problem": problem,
             "name": inst.name or path.stem, "edge_weight_type": inst.edge_weight_type,
@@ -82,8 +83,8 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
                        reference_mean_length=float(ref.lengths.mean()),
                        reference_optimal_fraction=float(ref.optimal.mean()),
                        mean_gap_percent=float(gaps(lengths, ref.lengths).mean()))
-        if num_augment > 1:  # the plain decode beside the best of all copies, as the run summary has it
-            _, greedy, _ = decode(policy, env, inst, num_starts, 1, batch_size, seed, device)
+        if num_augment > 1:  # the plain decode (copy 0) beside the best of all copies, as the run summary has it
+            greedy = decoded.plain_lengths
             row["greedy_mean_length"] = float(greedy.mean())
             if ref is not None:
                 row["greedy_gap_percent"] = float(gaps(greedy, ref.lengths).mean())

@@ -39,11 +39,8 @@ class RunSummary(Callback):
         from ho_co.routing.figures import render_tours
 
         inst, ref = curve.validation_set(pl_module.env)
-        decoded = {}
-        for augment in (1, self.num_augment):
-            tours, lengths, seconds = decode(pl_module.policy, pl_module.env, inst, num_augment=augment,
-                                             batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
-            decoded[augment] = tours, lengths, seconds
+        decoded = decode(pl_module.policy, pl_module.env, inst, num_augment=self.num_augment,
+                         batch_size=curve.batch_size, seed=curve.seed, device=pl_module.device)
         last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
         checkpoint = last.last_model_path if last else ""
         summary = {
@@ -52,11 +49,11 @@ class RunSummary(Callback):
             "reference_solver": ref.solver,
             "num_instances": len(inst),
             "reference_mean_length": float(ref.lengths.mean()),
-            "greedy_mean_length": float(decoded[1][1].mean()),
-            "greedy_gap_percent": mean_gap(decoded[1][1], ref.lengths),
+            "greedy_mean_length": float(decoded.plain_lengths.mean()),
+            "greedy_gap_percent": mean_gap(decoded.plain_lengths, ref.lengths),
             "num_augment": self.num_augment,
-            "augmented_mean_length": float(decoded[self.num_augment][1].mean()),
-            "augmented_gap_percent": mean_gap(decoded[self.num_augment][1], ref.lengths),
+            "augmented_mean_length": float(decoded.lengths.mean()),
+            "augmented_gap_percent": mean_gap(decoded.lengths, ref.lengths),
             "instances_seen": curve.instances_seen,
             "wall_minutes": curve.wall_s / 60,
             "device": curve.rows[-1]["device"] if curve.rows else str(pl_module.device),
@@ -67,8 +64,7 @@ class RunSummary(Callback):
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if inst.locs is not None and self.tours_to_draw > 0:
-            tours, lengths, _ = decoded[1]
-            summary["tours_png"] = str(render_tours(inst, {"policy": (tours, lengths), ref.solver: (ref.tours, ref.lengths)},
+            summary["tours_png"] = str(render_tours(inst, {"policy": (decoded.plain_tours, decoded.plain_lengths), ref.solver: (ref.tours, ref.lengths)},
                                                     self.out_dir / "tours.png", self.tours_to_draw))
         if curve.plot_file is not None and curve.plot_file.is_file():
             summary["learning_curve_png"] = str(curve.plot_file)

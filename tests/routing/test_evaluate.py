@@ -21,10 +21,13 @@ def test_eval_returns_valid_tours_and_gap(tsp_run, tsp_files, tmp_path):
     assert out["valid_tours"] and out["num_instances"] == 12 and out["num_starts"] == 7
     assert out["mean_length"] >= ref_lengths.mean() - 1e-9  # references are optimal
     policy, env, _ = policy_from_checkpoint(result["last_checkpoint"])
-    _, lengths, _ = decode(policy, env, load_instances(inst), seed=0)
+    lengths = decode(policy, env, load_instances(inst), seed=0).lengths
     assert np.isclose(out["mean_gap_percent"], mean_gap(lengths, ref_lengths))
     assert json.loads((tmp_path / "r.json").read_text())["mean_gap_percent"] == out["mean_gap_percent"]
     assert (tmp_path / "tours.png").stat().st_size > 1000
+    augmented = evaluate(result["last_checkpoint"], inst, ref, num_augment=4, progress=False)
+    assert augmented["greedy_gap_percent"] == out["mean_gap_percent"]  # copy 0 is the plain decode
+    assert augmented["mean_gap_percent"] <= out["mean_gap_percent"] + 1e-12
 
 
 def test_matnet_augmentation_repeats_the_matrix():
@@ -38,8 +41,9 @@ def test_augmentation_never_worse_and_lengths_recomputed(tsp_run, tsp_files):
     result, _ = tsp_run
     inst = load_instances(tsp_files[0])
     policy, env, _ = policy_from_checkpoint(result["last_checkpoint"])
-    tours1, len1, _ = decode(policy, env, inst, num_augment=1, seed=5)
-    tours4, len4, _ = decode(policy, env, inst, num_augment=4, seed=5)
+    tours1, len1, *_ = decode(policy, env, inst, num_augment=1, seed=5)
+    four = decode(policy, env, inst, num_augment=4, seed=5)
+    tours4, len4 = four.tours, four.lengths
     for tours in (tours1, tours4):
         assert sorted(tours[0].tolist()) == list(range(7))
     np.testing.assert_allclose(len1, tour_lengths(inst.cost_matrix, tours1))
@@ -47,6 +51,8 @@ def test_augmentation_never_worse_and_lengths_recomputed(tsp_run, tsp_files):
     # copy 0 of the augmented decode is the plain decode with the same draw: never longer,
     # instance by instance, and the other draws do change something
     assert np.all(len4 <= len1)
+    np.testing.assert_array_equal(four.plain_tours, tours1)  # copy 0, reported beside the best
+    np.testing.assert_array_equal(four.plain_lengths, len1)
     other_draw = decode(policy, env, inst, num_augment=1, seed=6)[0]
     assert not np.array_equal(other_draw, tours1)
 
