@@ -75,6 +75,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--no-inference", action="store_true")
     p.add_argument("--no-train", action="store_true")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a shared box)")
+    p.add_argument("--heap", choices=["kept", "default"], default="kept",
+                   help="kept: malloc keeps freed memory, as `ho-co train` and `ho-co eval` set it on CPU "
+                        "(ho_co.routing.cpu.keep_freed_memory), for every row; default: glibc's own settings")
     p.add_argument("--curves", type=int, metavar="STEPS", help="instead: train rl4co's and the fast loop STEPS steps")
     p.add_argument("--curves-csv", help="write the per-step curves here")
     args = p.parse_args()
@@ -427,6 +430,10 @@ def curves(args) -> None:
 
 def main() -> None:
     args = parse()
+    if args.heap == "kept" and not args.device.startswith("cuda"):
+        from ho_co.routing.cpu import keep_freed_memory
+
+        print(f"heap: freed memory kept for reuse ({'applied' if keep_freed_memory() else 'not glibc: unchanged'})")
     if args.curves:
         curves(args)
     else:
