@@ -21,9 +21,9 @@ from ho_co.problems.instances import Instances
 from ho_co.problems.references import References, load_references
 from ho_co.problems.tours import gaps
 from ho_co.problems.tsplib import read_optima
+from ho_co.routing.cpu import keep_freed_memory
 from ho_co.routing.decode import decode
 from ho_co.routing.figures import render_tours
-from ho_co.routing.cpu import keep_freed_memory
 from ho_co.routing.policies import check_one_hot_width, policy_from_checkpoint, policy_options
 
 

@@ -384,23 +384,23 @@ class FastMatNetPolicy(AutoregressivePolicy):
         step = self.compiled("step", pointer_step, row_emb.device)
 
         settings = (pointer.mask_inner, tanh_clipping, temperature)
-        args = (*layers, pointer.sdpa_fn, *settings)
         # Training: the rollout only picks the tours, so it runs without autograd, and the
         # log-likelihood's graph comes from one pass over every step of the chosen tours at once
         # (the same function of the same inputs, on [B, S * (N - 2)] query rows instead of N - 2
         # steps of [B, S]: large matmuls and one backward instead of 48 small ones).
         tour_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables)
         no_grad = tour_graph or not torch.is_grad_enabled()  # the draws need no gradient
-        kept = (RolloutAttention() if tour_graph and RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner,
-                                                                            row_emb.device, row_emb.dtype) else None)
-        rollout_args = args if kept is None else (*layers, kept.rollout_sdpa, *settings)
+        rollout_sdpa = tour_sdpa = pointer.sdpa_fn
+        if tour_graph and RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner, row_emb.device, row_emb.dtype):
+            kept = RolloutAttention()
+            rollout_sdpa, tour_sdpa = kept.rollout_sdpa, kept.tour_sdpa
         with torch.no_grad() if tour_graph else contextlib.nullcontext():
             fused = no_grad and mode == "sampling" and fused_sampling_applies(row_emb.device, row_emb.dtype)
             blocked = row_emb.new_zeros(batch, num_starts, num_loc)
             blocked = blocked.scatter(-1, first.unsqueeze(-1), float("-inf"))
             current, tours, logps = first, [first], []
             for _ in range(num_loc - 2):
-                logp = step(tables, first, current, blocked, *rollout_args)
+                logp = step(tables, first, current, blocked, *layers, rollout_sdpa, *settings)
                 if mode == "greedy":
                     current = logp.argmax(-1)
                 elif fused and logp.dtype == torch.float32:  # multinomial's own draw, from the same uniforms (decode_kernel.cpp)
@@ -420,7 +420,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
             tours.append(last)
             tours = torch.stack(tours, -1)
         if tour_graph:
-            step_logp = tour_logp(tables, tours, *(args if kept is None else (*layers, kept.tour_sdpa, *settings)))
+            step_logp = tour_logp(tables, tours, *layers, tour_sdpa, *settings)
         else:
             step_logp = torch.stack(logps, -1) if logps else row_emb.new_zeros(batch, num_starts, 0)
         return tours, step_logp

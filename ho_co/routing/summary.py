@@ -64,8 +64,8 @@ class RunSummary(Callback):
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if inst.locs is not None and self.tours_to_draw > 0:
-            summary["tours_png"] = str(render_tours(inst, {"policy": (decoded.plain_tours, decoded.plain_lengths), ref.solver: (ref.tours, ref.lengths)},
-                                                    self.out_dir / "tours.png", self.tours_to_draw))
+            drawn = {"policy": (decoded.plain_tours, decoded.plain_lengths), ref.solver: (ref.tours, ref.lengths)}
+            summary["tours_png"] = str(render_tours(inst, drawn, self.out_dir / "tours.png", self.tours_to_draw))
         if curve.plot_file is not None and curve.plot_file.is_file():
             summary["learning_curve_png"] = str(curve.plot_file)
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
