@@ -40,25 +40,27 @@ import resource, sys, torch
 from ho_co.routing.cpu import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 weight = torch.randn(256, 256, requires_grad=True)
-def step():  # 40 MB activations made and freed, as in every training step
+def faults_of_one_step():  # 40 MB activations made and freed, as in every training step
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     (torch.randn(40000, 256) @ weight).relu().sum().backward()
-for _ in range(3):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
-    step()
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(kept, *[faults_of_one_step() for _ in range(12)])
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
-    def faults(mode):
+    def faults_per_step(mode):
         out = subprocess.run([sys.executable, "-c", FAULTS_PROBE, mode], capture_output=True, text=True, check=True,
                              env=os.environ | {"OMP_NUM_THREADS": "1"})
-        kept, count = out.stdout.split()
-        return kept == "True", int(count)
+        kept, *counts = out.stdout.split()
+        return kept == "True", [int(count) for count in counts]
 
-    kept, reused = faults("keep")
-    _, default = faults("default")
-    assert kept and 5 * reused < default, (reused, default)  # measured: 10,000 against 160,000
+    kept, reused = faults_per_step("keep")
+    _, default = faults_per_step("default")
+    assert kept, "keep_freed_memory did not apply on glibc"
+    # The kept heap grows to its peak over the first steps (fragmentation decides how fast), then
+    # a step faults nothing in; glibc's default maps and faults every 40 MB block in each step.
+    # Measured: kept 40,000 falling to 0 (an occasional 10,000), default 40,000 every step.
+    assert min(reused[4:]) * 10 < min(default[4:]), (reused, default)
+    assert 2 * sum(reused) < sum(default), (reused, default)
