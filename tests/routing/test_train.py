@@ -31,6 +31,23 @@ def test_configs_found_and_all_experiments_compose():
         assert cfg.name == name and cfg.model.policy.name in ("matnet", "am")
 
 
+@pytest.mark.parametrize("name", ["smoke", "tsp20_cpu", "tsp50_cpu_matnet", "tsp50_cpu_ho_matnet"])
+def test_cpu_trainings_keep_fp32_matmuls_in_full_precision(name):
+    # RL4COTrainer's own default ("medium") sends the CPU's attention through a reduced-precision
+    # path that this project's CPUs emulate (several times slower); the trainer the configs build
+    # must leave torch at "highest".
+    from hydra.utils import instantiate
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        cfg = compose([f"experiment={name}", "trainer.accelerator=cpu", "trainer.devices=1"])
+        instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_compose_errors_name_the_problem():
     with pytest.raises(ValueError, match="experiments: .*smoke"):
         compose(["experiment=does_not_exist"])
