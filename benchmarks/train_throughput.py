@@ -2,7 +2,10 @@
 
 Side by side in one run, on TSP as distance matrices with every node a POMO start:
 
-- rl4co MatNet: rl4co's untouched `MatNetPolicy` and decoding loop (the anchor);
+- rl4co MatNet: rl4co's untouched `MatNetPolicy` and decoding loop (the anchor), trained at full
+  fp32 matmul precision like the ho-co rows (what `ho-co train` sets);
+- on a CPU, rl4co MatNet again under RL4COTrainer's own default matmul precision ("medium"),
+  i.e. training as rl4co ships it (training columns only: inference sets full precision);
 - ho-co MatNet (fast): `build_policy("matnet", fast=True)`, the same model with
   `ho_co.routing.fast`'s lean loop;
 - ho-co HO-MatNet (fast): the same with HOLinear where configs/model/ho_matnet.yaml puts it
@@ -103,6 +106,10 @@ def ho_targets() -> list[str]:
     return list(OmegaConf.load(config_dir() / "model" / "ho_matnet.yaml").policy.ho.targets)
 
 
+# the rl4co row trained under RL4COTrainer's default matmul_precision, as rl4co's users run it
+RL4CO_AS_SHIPPED = "rl4co MatNet, trainer default"
+
+
 def models(args) -> dict:
     from rl4co.models.zoo.matnet import MatNetPolicy
 
@@ -116,6 +123,8 @@ def models(args) -> dict:
         "ho-co MatNet (fast)": lambda: build_policy("matnet", fast=True, feedforward_hidden=ff, **size),
         "ho-co HO-MatNet (fast)": lambda: build_policy("matnet", ho=ho, fast=True, feedforward_hidden=ff, **size),
     }
+    if not args.device.startswith("cuda"):
+        rows[RL4CO_AS_SHIPPED] = rows["rl4co MatNet"]
     for mode in args.compile:
         rows[f"ho-co MatNet (fast+{mode})"] = lambda m=mode: build_policy("matnet", fast=m, feedforward_hidden=ff, **size)
         rows[f"ho-co HO-MatNet (fast+{mode})"] = (
@@ -147,8 +156,9 @@ def step_timer(warmup: int, device: str, record: list | None = None):
     return StepTimer()
 
 
-def fit(policy, env, batch: int, steps: int, args, callback, lr: float = 4e-4) -> None:
-    """POMO steps through rl4co's MatNet module and RL4COTrainer, as `ho-co train` runs them."""
+def fit(policy, env, batch: int, steps: int, args, callback, lr: float = 4e-4, as_shipped: bool = False) -> None:
+    """POMO steps through rl4co's MatNet module and RL4COTrainer, as `ho-co train` runs them
+    (as_shipped: with RL4COTrainer's own default matmul precision instead)."""
     from rl4co.models import MatNet
     from rl4co.utils.trainer import RL4COTrainer
 
@@ -156,20 +166,22 @@ def fit(policy, env, batch: int, steps: int, args, callback, lr: float = 4e-4) -
                    optimizer_kwargs={"lr": lr, "weight_decay": 1e-6})
     trainer = RL4COTrainer(
         accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1, max_steps=steps,
-        precision="bf16-mixed" if args.bf16 else "32-true", matmul_precision="high" if args.bf16 else "highest",
+        precision="bf16-mixed" if args.bf16 else "32-true",
+        **({} if as_shipped else {"matmul_precision": "high" if args.bf16 else "highest"}),
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, callbacks=[callback],
     )
     trainer.fit(model)
+    torch.set_float32_matmul_precision("highest")  # RL4COTrainer sets it process-wide
 
 
-def train_speed(make, env, batch: int, args) -> dict:
+def train_speed(make, env, batch: int, args, as_shipped: bool = False) -> dict:
     """instances/s, ms per step and peak CUDA memory (GiB) of POMO training at `batch`."""
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     timer = step_timer(args.warmup, args.device)
-    fit(make(), env, batch, args.warmup + args.steps, args, timer)
+    fit(make(), env, batch, args.warmup + args.steps, args, timer, as_shipped=as_shipped)
     seconds = timer.end - timer.start
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
     return {"inst_s": batch * args.steps / seconds, "ms_step": 1000 * seconds / args.steps, "peak_gib": peak}
@@ -308,6 +320,8 @@ def speed(args) -> None:
     if not args.no_train:
         b = args.batch[0]
         for name, make in makers.items():
+            if name == RL4CO_AS_SHIPPED:
+                continue
             try:
                 t = breakdown(make, env, b, args)
                 print(f"breakdown at batch {b}, {name}: encoder {t['encoder']:.1f} ms, forward {t['forward']:.1f} ms "
@@ -315,19 +329,19 @@ def speed(args) -> None:
             except Exception as err:  # noqa: BLE001 - reported; the timing still runs
                 print(f"breakdown FAILED for {name}: {type(err).__name__}: {err}")
 
-    def measure(make) -> dict:
+    def measure(name, make) -> dict:
         """One round of one model: every figure of its row."""
         row = {}
-        if not args.no_inference:
+        if not args.no_inference and name != RL4CO_AS_SHIPPED:
             row["infer"] = inference_ms(make, env, td, args, 1)
             row["infer_aug"] = inference_ms(make, env, td, args, args.augment)
         if not args.no_train:
             for b in args.batch:
-                r = train_speed(make, env, b, args)
+                r = train_speed(make, env, b, args, as_shipped=name == RL4CO_AS_SHIPPED)
                 row.update({f"inst_s{b}": r["inst_s"], f"ms{b}": r["ms_step"], f"peak{b}": r["peak_gib"]})
         return row
 
-    cases = {name: lambda make=make: measure(make) for name, make in makers.items()}
+    cases = {name: lambda name=name, make=make: measure(name, make) for name, make in makers.items()}
     cpu_train = not args.no_train and not args.device.startswith("cuda")
     if cpu_train:  # the matmul rate in the same rounds, so the load it sees is the models' load
         cases["sgemm"] = lambda: {"gflops": sgemm_gflops()}
@@ -374,6 +388,9 @@ def speed(args) -> None:
                 print(f"  [{tag}] batch {b}: ho-co MatNet / rl4co MatNet training throughput "
                       f"{ratio(fast, anchor, f'inst_s{b}'):.2f}x; HO-MatNet / ho-co MatNet step time "
                       f"{ratio(ho, fast, f'ms{b}'):.3f}x")
+                if RL4CO_AS_SHIPPED in makers:
+                    print(f"  [{tag}] batch {b}: ho-co MatNet / rl4co MatNet under its trainer's default precision "
+                          f"{ratio(fast, RL4CO_AS_SHIPPED, f'inst_s{b}'):.2f}x")
         if not args.no_inference:
             print(f"  [{tag}] inference: rl4co / ho-co MatNet time {ratio(anchor, fast, 'infer'):.2f}x "
                   f"(aug x{args.augment}: {ratio(anchor, fast, 'infer_aug'):.2f}x); HO-MatNet / ho-co MatNet "
