@@ -20,8 +20,10 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
 - in training the rollout runs without autograd and the log-likelihood comes from one pass over
   all steps of the chosen tours (`tour_logp`): large matmuls and one backward instead of N - 2
   small ones; on CPU the rollout's multinomial draws go through a small sampler kernel
-  (`decode_kernel.cpp`: the same generator use and indices, without exponential_'s scalar loop)
-  and MatNet's mixer through a fused kernel (`ho_co.routing.mixer`);
+  (`decode_kernel.cpp`: the same generator use and indices, without exponential_'s scalar loop),
+  the pointer's glimpse attention (50 keys, 16-wide heads) through a kernel built for that shape
+  (`glimpse_kernel.cpp`: aten's flash attention's values to float rounding, forward and
+  backward), and MatNet's mixer through a fused kernel (`ho_co.routing.mixer`);
 - the step itself is one function of tensors (`pointer_step`), so on CUDA it and the encoder
   can be handed to `torch.compile` (opt-in: `compile="default"` or `"reduce-overhead"`, which
   adds CUDA graphs); the CPU path always stays eager.
@@ -217,9 +219,56 @@ def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None,
     return logp.gather(-1, chosen.flatten(1).unsqueeze(-1)).view(b, s, steps)
 
 
+GLIMPSE_KERNEL = os.path.join(os.path.dirname(__file__), "glimpse_kernel.cpp")
+GLIMPSE_SWITCH = "HO_CO_FUSED_GLIMPSE"  # "0": the pointer's attention runs aten's CPU flash kernels
+
+
+@functools.cache
+def glimpse_kernel():
+    """The CPU glimpse-attention kernel (glimpse_kernel.cpp), or None when unavailable."""
+    if os.environ.get(GLIMPSE_SWITCH, "1") == "0":
+        return None
+    return build_kernel(GLIMPSE_KERNEL, "ho_co_glimpse", "the CPU glimpse-attention kernel",
+                        "using aten's flash attention")
+
+
+def glimpse_applies(q: Tensor, *others: Tensor) -> bool:
+    """Whether the pointer's attention on `q` [B, H, S, d] (and `others`, its keys, values, mask and
+    gradients) can go through the glimpse kernel: float32 CPU tensors with unit last strides, a
+    head width it is built for, outside torch.compile."""
+    tensors = (q, *others)
+    return (q.size(-1) in (8, 16, 32, 64) and all(t.dtype == torch.float32 and t.device.type == "cpu"
+                                                   and t.stride(-1) == 1 for t in tensors)
+            and not torch.compiler.is_compiling() and glimpse_kernel() is not None)
+
+
+def flash_forward(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """SDPA's output and the log-sum-exp of each row: the glimpse kernel, else aten's flash kernel."""
+    if glimpse_applies(q, k, v, attn_mask):
+        return glimpse_kernel().glimpse_forward(q, k, v, attn_mask, q.size(-1) ** -0.5)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=attn_mask)[:2]
+
+
+def glimpse_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor) -> Tensor:
+    """`F.scaled_dot_product_attention` for a rollout step no gradient goes through: the glimpse
+    kernel where it applies."""
+    if glimpse_applies(q, k, v, attn_mask):
+        return glimpse_kernel().glimpse_forward(q, k, v, attn_mask, q.size(-1) ** -0.5)[0]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+def flash_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor, out: Tensor,
+                   logsumexp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """dq, dk, dv of SDPA from its saved output and log-sum-exps (the same two kernels)."""
+    if glimpse_applies(q, k, v, attn_mask, grad_out, out):
+        return glimpse_kernel().glimpse_backward(grad_out, q, k, v, attn_mask, out, logsumexp, q.size(-1) ** -0.5)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=attn_mask)
+
+
 class ReplayedAttention(torch.autograd.Function):
-    """SDPA whose forward is given (the rollout computed it) and whose backward is aten's CPU
-    flash-attention backward, the one `F.scaled_dot_product_attention` would run."""
+    """SDPA whose forward is given (the rollout computed it) and whose backward is the CPU
+    kernel's (`flash_backward`)."""
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor, out: Tensor, logsumexp: Tensor) -> Tensor:
@@ -229,9 +278,7 @@ class ReplayedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         q, k, v, attn_mask, out, logsumexp = ctx.saved_tensors
-        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=attn_mask)
-        return (*grads, None, None, None)
+        return (*flash_backward(grad_out, q, k, v, attn_mask, out, logsumexp), None, None, None)
 
 
 class RolloutAttention:
@@ -239,8 +286,8 @@ class RolloutAttention:
 
     Step t's queries, keys, values and mask are exactly the pass's rows for step t, so the
     pass takes the rollout's outputs (and log-sum-exps) instead of computing them again and
-    only runs the backward: one attention forward less per training step. CPU only (aten's
-    flash kernel for CPU returns the log-sum-exp its backward needs).
+    only runs the backward: one attention forward less per training step. CPU only (the glimpse
+    kernel and aten's CPU flash kernel return the log-sum-exp their backward needs).
     """
 
     def __init__(self) -> None:
@@ -253,7 +300,7 @@ class RolloutAttention:
                 and dtype == torch.float32 and not torch.compiler.is_compiling())
 
     def rollout_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=attn_mask)[:2]
+        out, logsumexp = flash_forward(q, k, v, attn_mask)
         self.outs.append(out)
         self.logsumexps.append(logsumexp)
         return out
@@ -391,9 +438,12 @@ class FastMatNetPolicy(AutoregressivePolicy):
         tour_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables)
         no_grad = tour_graph or not torch.is_grad_enabled()  # the draws need no gradient
         rollout_sdpa = tour_sdpa = pointer.sdpa_fn
-        if tour_graph and RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner, row_emb.device, row_emb.dtype):
-            kept = RolloutAttention()
-            rollout_sdpa, tour_sdpa = kept.rollout_sdpa, kept.tour_sdpa
+        if RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner, row_emb.device, row_emb.dtype):
+            if tour_graph:
+                kept = RolloutAttention()
+                rollout_sdpa, tour_sdpa = kept.rollout_sdpa, kept.tour_sdpa
+            else:  # no gradient through the rollout: the CPU kernel's forward alone
+                rollout_sdpa = glimpse_attention
         with torch.no_grad() if tour_graph else contextlib.nullcontext():
             fused = no_grad and mode == "sampling" and fused_sampling_applies(row_emb.device, row_emb.dtype)
             blocked = row_emb.new_zeros(batch, num_starts, num_loc)

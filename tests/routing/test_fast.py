@@ -107,8 +107,12 @@ def test_the_tour_pass_reuses_the_rollouts_attention_with_the_same_gradients(mon
     assert replays == [1]  # the first run replayed, the second recomputed
     (kept, kept_grads), (recomputed, recomputed_grads) = results
     assert_same(kept, recomputed)
+    # The replay's backward is the glimpse kernel's, the recomputation's aten's: float sums in
+    # another order. A gradient that is 0 in exact arithmetic (the mixer's output bias: softmax
+    # ignores a shift) holds only that noise, so the floor scales with the largest gradient.
+    floor = 1e-5 * max(grad.abs().max().item() for grad in recomputed_grads.values())
     for name, grad in recomputed_grads.items():
-        torch.testing.assert_close(kept_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(kept_grads[name], grad, rtol=1e-4, atol=floor, msg=name)
 
 
 def test_fewer_starts_per_step_logprobs_and_hidden():

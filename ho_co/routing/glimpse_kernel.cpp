@@ -1,0 +1,360 @@
+// The pointer's glimpse attention on CPU, for MatNet's few keys and narrow heads.
+//
+// softmax(q k^T * scale + mask) v for each (instance, head), with N keys (the nodes, ~50) and a
+// head width d of 8-64 (16 at MatNet's sizes). aten's CPU flash-attention kernel tiles for long
+// sequences and wide heads; here each (instance, head) keeps K^T, V^T and the rows of K and V in
+// cache, and query rows go RB at a time through register-blocked loops (each key table load
+// serves RB rows; the dK and dV rows are read and written once per RB rows). Forward returns the
+// log-sum-exp of each row for the backward, as flash attention does; the backward recomputes the
+// probabilities from it. Sums run in float in another order than aten's kernels: results match
+// them to float rounding, not bit for bit.
+//
+// q, out: [B, H, S, d] and k, v: [B, H, N, d], any strides with unit stride over d (the pointer's
+// tensors are views of [B, S, H * d]); mask: additive float [B, 1, S, N] (0 or -inf), unit stride
+// over N. out and dq are laid out [B, S, H, d]; dk and dv contiguous; lse [B, H, S]. Work is split
+// over (instance, head) with at::parallel_for; each task owns its rows of dk and dv, so results do
+// not depend on the thread count.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kMaxKeys = 1024;
+constexpr int RB = 8;  // query rows per block
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// eight floats in one AVX2 register (GCC/Clang vector extensions: kept in registers, portable)
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf8u __attribute__((vector_size(32), aligned(4)));  // unaligned loads and stores
+inline vf8 load8(const float* p) { return *reinterpret_cast<const vf8u*>(p); }
+inline void store8(float* p, vf8 v) { *reinterpret_cast<vf8u*>(p) = v; }
+inline vf8 splat(float x) { return vf8{x, x, x, x, x, x, x, x}; }
+
+// exp(x) for x <= 0 (scores minus their row's maximum or log-sum-exp), vectorizable; exactly 0
+// below -87 (masked keys are -inf), else 2^k e^r with a degree-6 polynomial (rel. error ~2e-7)
+__attribute__((always_inline)) inline float exp_le0(float x) {
+  const bool underflow = !(x >= -87.0f);  // also -inf and NaN
+  x = underflow ? -87.0f : x;
+  const float k = std::nearbyint(x * 1.44269504088896341f);
+  const float r = std::fma(k, -0.693145751953125f, std::fma(k, -1.428606765330187045e-06f, x));
+  float p = 1.3981999507E-3f;
+  p = std::fma(p, r, 8.3334519073E-3f);
+  p = std::fma(p, r, 4.1665795894E-2f);
+  p = std::fma(p, r, 1.6666665459E-1f);
+  p = std::fma(p, r, 5.0000001201E-1f);
+  p = std::fma(p, r * r, r) + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &p, sizeof(bits));
+  bits += static_cast<int32_t>(k) << 23;
+  std::memcpy(&p, &bits, sizeof(bits));
+  return underflow ? 0.0f : p;
+}
+
+struct View4 {  // a [B, H, R, d] float tensor with unit stride over d; rows found through its strides
+  float* p;
+  int64_t sb, sh, sr;
+  explicit View4(const at::Tensor& t) : p(t.data_ptr<float>()), sb(t.stride(0)), sh(t.stride(1)), sr(t.stride(2)) {
+    TORCH_CHECK(t.stride(3) == 1, "glimpse attention: tensors need unit stride over the head width");
+  }
+  float* row(int64_t b, int64_t h, int64_t r) const { return p + b * sb + h * sh + r * sr; }
+};
+
+// one (instance, head)'s rows of k as a [D, Np] table (row j in column j), zero-padded to Np
+template <int D>
+void columns(const View4& k, int64_t b, int64_t h, int64_t N, int64_t Np, float* t) {
+  std::fill(t, t + D * Np, 0.0f);
+  for (int64_t j = 0; j < N; ++j) {
+    const float* kj = k.row(b, h, j);
+    for (int c = 0; c < D; ++c) t[c * Np + j] = kj[c];
+  }
+}
+
+// one (instance, head)'s rows of k, contiguous [N, D]
+template <int D>
+void rows(const View4& k, int64_t b, int64_t h, int64_t N, float* t) {
+  for (int64_t j = 0; j < N; ++j) std::memcpy(t + j * D, k.row(b, h, j), D * sizeof(float));
+}
+
+// out[i][j] = sum_c x[i][c] table[c, j] for R rows x[i] and the Np columns of a [D, Np] table:
+// every table vector loaded once serves the R rows
+template <int D, int R>
+inline void dot_columns(const float* const* x, const float* table, int64_t Np, float (*out)[kMaxKeys]) {
+  for (int64_t j0 = 0; j0 < Np; j0 += 8) {
+    vf8 acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = vf8{};
+    for (int c = 0; c < D; ++c) {
+      const vf8 t = load8(table + c * Np + j0);
+      for (int i = 0; i < R; ++i) acc[i] += splat(x[i][c]) * t;
+    }
+    for (int i = 0; i < R; ++i) store8(out[i] + j0, acc[i]);
+  }
+}
+
+// out[i] = sum_j w[i][j] rows[j, :] for R weight rows over the N rows of a [N, D] table
+template <int D, int R>
+inline void weighted_rows(float (*w)[kMaxKeys], const float* table, int64_t N, float (*out)[D]) {
+  constexpr int NV = D / 8;
+  vf8 acc[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = vf8{};
+  for (int64_t j = 0; j < N; ++j) {
+    vf8 t[NV];
+    for (int v = 0; v < NV; ++v) t[v] = load8(table + j * D + 8 * v);
+    for (int i = 0; i < R; ++i) {
+      const vf8 wij = splat(w[i][j]);
+      for (int v = 0; v < NV; ++v) acc[i][v] += wij * t[v];
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) store8(out[i] + 8 * v, acc[i][v]);
+}
+
+// table[j, :] += sum_i w[i][j] x[i] for the N rows of a [N, D] table (each row read and written once)
+template <int D, int R>
+inline void add_outer(float (*w)[kMaxKeys], const float* const* x, int64_t N, float* table) {
+  constexpr int NV = D / 8;
+  vf8 xv[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) xv[i][v] = load8(x[i] + 8 * v);
+  for (int64_t j = 0; j < N; ++j) {
+    vf8 t[NV];
+    for (int v = 0; v < NV; ++v) t[v] = load8(table + j * D + 8 * v);
+    for (int i = 0; i < R; ++i) {
+      const vf8 wij = splat(w[i][j]);
+      for (int v = 0; v < NV; ++v) t[v] += wij * xv[i][v];
+    }
+    for (int v = 0; v < NV; ++v) store8(table + j * D + 8 * v, t[v]);
+  }
+}
+
+// s = s * scale + mask over the N keys, -inf over the padding
+inline void mask_scores(float* s, const float* m, float scale, int64_t N, int64_t Np) {
+  for (int64_t j = 0; j < N; ++j) s[j] = s[j] * scale + m[j];
+  for (int64_t j = N; j < Np; ++j) s[j] = kNegInf;
+}
+
+inline float row_max(const float* s, int64_t Np) {
+  float part[8];
+  for (int l = 0; l < 8; ++l) part[l] = s[l];
+  for (int64_t j = 8; j < Np; j += 8)
+    for (int l = 0; l < 8; ++l) part[l] = part[l] > s[j + l] ? part[l] : s[j + l];
+  float top = part[0];
+  for (int l = 1; l < 8; ++l) top = std::max(top, part[l]);
+  return top;
+}
+
+// s[j] = exp(s[j] - shift) in place; returns their sum (eight partial sums, then in order)
+inline float exp_shifted(float* s, float shift, int64_t Np) {
+  float part[8] = {};
+  for (int64_t j = 0; j < Np; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      s[j + l] = exp_le0(s[j + l] - shift);
+      part[l] += s[j + l];
+    }
+  float total = 0.0f;
+  for (int l = 0; l < 8; ++l) total += part[l];
+  return total;
+}
+
+struct Task {  // one (instance, head) and the shapes
+  int64_t b, h, S, N, Np;
+};
+
+template <int D, int R>
+void forward_block(const Task& t, int64_t r0, const View4& Q, const View4& O, const float* mask, int64_t ms,
+                   float* lse, float scale, const float* kt, const float* vr) {
+  alignas(64) float s[R][kMaxKeys];
+  alignas(64) float o[R][D];
+  const float* q[R];
+  for (int i = 0; i < R; ++i) q[i] = Q.row(t.b, t.h, r0 + i);
+  dot_columns<D, R>(q, kt, t.Np, s);
+  float total[R];
+  for (int i = 0; i < R; ++i) {
+    mask_scores(s[i], mask + (r0 + i) * ms, scale, t.N, t.Np);
+    const float top = row_max(s[i], t.Np);
+    if (top == kNegInf) {  // every key masked: no glimpse
+      std::fill(s[i], s[i] + t.Np, 0.0f);
+      total[i] = 0.0f;
+      lse[r0 + i] = kNegInf;
+      continue;
+    }
+    total[i] = exp_shifted(s[i], top, t.Np);
+    lse[r0 + i] = top + std::log(total[i]);
+  }
+  weighted_rows<D, R>(s, vr, t.N, o);
+  for (int i = 0; i < R; ++i) {
+    const float inv = total[i] > 0.0f ? 1.0f / total[i] : 0.0f;
+    float* out = O.row(t.b, t.h, r0 + i);
+    for (int c = 0; c < D; ++c) out[c] = o[i][c] * inv;
+  }
+}
+
+template <int D>
+void forward_task(const Task& t, const View4& Q, const View4& K, const View4& V, const View4& O, const float* mask,
+                  int64_t ms, float* lse, float scale, float* kt, float* vr) {
+  columns<D>(K, t.b, t.h, t.N, t.Np, kt);
+  rows<D>(V, t.b, t.h, t.N, vr);
+  int64_t r0 = 0;
+  for (; r0 + RB <= t.S; r0 += RB) forward_block<D, RB>(t, r0, Q, O, mask, ms, lse, scale, kt, vr);
+  for (; r0 < t.S; ++r0) forward_block<D, 1>(t, r0, Q, O, mask, ms, lse, scale, kt, vr);
+}
+
+struct Grads {
+  const View4 &Q, &O, &G, &DQ;
+};
+
+template <int D, int R>
+void backward_block(const Task& t, int64_t r0, const Grads& a, const float* mask, int64_t ms, const float* lse,
+                    int64_t ls, float scale, const float* kt, const float* vt, const float* kr, float* dk, float* dv) {
+  alignas(64) float p[R][kMaxKeys], ds[R][kMaxKeys];
+  alignas(64) float dq[R][D];
+  const float *q[R], *g[R];
+  float delta[R];  // dO . O per row: the softmax's row term
+  for (int i = 0; i < R; ++i) {
+    q[i] = a.Q.row(t.b, t.h, r0 + i);
+    g[i] = a.G.row(t.b, t.h, r0 + i);
+    const float* o = a.O.row(t.b, t.h, r0 + i);
+    delta[i] = 0.0f;
+    for (int c = 0; c < D; ++c) delta[i] += g[i][c] * o[c];
+  }
+  dot_columns<D, R>(q, kt, t.Np, p);
+  dot_columns<D, R>(g, vt, t.Np, ds);  // dP = dO V^T
+  for (int i = 0; i < R; ++i) {
+    mask_scores(p[i], mask + (r0 + i) * ms, scale, t.N, t.Np);
+    const float row_lse = lse[(r0 + i) * ls];
+    // the probabilities; a row with every key masked (lse -inf) gets exp(-inf) = 0 everywhere
+    const float shift = row_lse == kNegInf ? std::numeric_limits<float>::infinity() : row_lse;
+    float* __restrict__ pi = p[i];
+    float* __restrict__ dsi = ds[i];
+    for (int64_t j = 0; j < t.Np; ++j) {
+      pi[j] = exp_le0(pi[j] - shift);
+      dsi[j] = pi[j] * (dsi[j] - delta[i]) * scale;  // dS, with the scale
+    }
+  }
+  weighted_rows<D, R>(ds, kr, t.N, dq);  // dQ = dS K
+  for (int i = 0; i < R; ++i) {
+    float* out = a.DQ.row(t.b, t.h, r0 + i);
+    for (int c = 0; c < D; ++c) out[c] = dq[i][c];
+  }
+  add_outer<D, R>(ds, q, t.N, dk);  // dK += dS^T Q
+  add_outer<D, R>(p, g, t.N, dv);   // dV += P^T dO
+}
+
+template <int D>
+void backward_task(const Task& t, const Grads& a, const View4& K, const View4& V, const View4& DK, const View4& DV,
+                   const float* mask, int64_t ms, const float* lse, int64_t ls, float scale, float* kt, float* vt,
+                   float* kr, float* dk, float* dv) {
+  columns<D>(K, t.b, t.h, t.N, t.Np, kt);
+  columns<D>(V, t.b, t.h, t.N, t.Np, vt);
+  rows<D>(K, t.b, t.h, t.N, kr);
+  std::fill(dk, dk + t.N * D, 0.0f);
+  std::fill(dv, dv + t.N * D, 0.0f);
+  int64_t r0 = 0;
+  for (; r0 + RB <= t.S; r0 += RB) backward_block<D, RB>(t, r0, a, mask, ms, lse, ls, scale, kt, vt, kr, dk, dv);
+  for (; r0 < t.S; ++r0) backward_block<D, 1>(t, r0, a, mask, ms, lse, ls, scale, kt, vt, kr, dk, dv);
+  for (int64_t j = 0; j < t.N; ++j) {
+    std::memcpy(DK.row(t.b, t.h, j), dk + j * D, D * sizeof(float));
+    std::memcpy(DV.row(t.b, t.h, j), dv + j * D, D * sizeof(float));
+  }
+}
+
+void check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  for (const auto* t : {&q, &k, &v, &mask}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu() && t->dim() == 4,
+                "glimpse attention: 4-d float32 CPU tensors only");
+  }
+  const int64_t B = q.size(0), H = q.size(1), S = q.size(2), d = q.size(3), N = k.size(2);
+  TORCH_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == d && v.sizes() == k.sizes(),
+              "glimpse attention: k and v must be [B, H, N, d] like q [B, H, S, d]");
+  TORCH_CHECK(mask.size(0) == B && mask.size(1) == 1 && mask.size(2) == S && mask.size(3) == N && mask.stride(3) == 1,
+              "glimpse attention: mask must be [B, 1, S, N] with unit stride over N");
+  TORCH_CHECK(N >= 1 && N <= kMaxKeys, "glimpse attention: 1 to ", kMaxKeys, " keys, got ", N);
+  TORCH_CHECK(d == 8 || d == 16 || d == 32 || d == 64, "glimpse attention: head width 8, 16, 32 or 64, got ", d);
+}
+
+int64_t padded(int64_t n) { return (n + 7) / 8 * 8; }
+
+#define HO_CO_GLIMPSE_WIDTH(d, CALL) \
+  switch (d) {                       \
+    case 8: CALL(8); break;          \
+    case 16: CALL(16); break;        \
+    case 32: CALL(32); break;        \
+    default: CALL(64); break;        \
+  }
+
+std::tuple<at::Tensor, at::Tensor> glimpse_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                   const at::Tensor& mask, double scale) {
+  check(q, k, v, mask);
+  const int64_t B = q.size(0), H = q.size(1), S = q.size(2), d = q.size(3), N = k.size(2), Np = padded(N);
+  auto out = at::empty({B, S, H, d}, q.options()).transpose(1, 2);  // a free reshape to [B, S, H * d]
+  auto lse = at::empty({B, H, S}, q.options());
+  const View4 Q(q), K(k), V(v), O(out);
+  const float* mp = mask.data_ptr<float>();
+  float* lp = lse.data_ptr<float>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kt(d * Np), vr(N * d);
+    for (int64_t task = begin; task < end; ++task) {
+      const Task t{task / H, task % H, S, N, Np};
+#define CALL(W) \
+  forward_task<W>(t, Q, K, V, O, mp + t.b * mask.stride(0), mask.stride(2), lp + task * S, scale, kt.data(), vr.data())
+      HO_CO_GLIMPSE_WIDTH(d, CALL)
+#undef CALL
+    }
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> glimpse_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                                const at::Tensor& k, const at::Tensor& v,
+                                                                const at::Tensor& mask, const at::Tensor& out,
+                                                                const at::Tensor& lse, double scale) {
+  check(q, k, v, mask);
+  TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes() && grad_out.scalar_type() == at::kFloat &&
+                  out.scalar_type() == at::kFloat,
+              "glimpse attention backward: grad_out and out must be float32 like q");
+  const int64_t B = q.size(0), H = q.size(1), S = q.size(2), d = q.size(3), N = k.size(2), Np = padded(N);
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == B && lse.size(1) == H && lse.size(2) == S &&
+                  lse.scalar_type() == at::kFloat,
+              "glimpse attention backward: lse must be a float32 [B, H, S]");
+  auto dq = at::empty({B, S, H, d}, q.options()).transpose(1, 2);
+  auto dk = at::empty({B, H, N, d}, k.options());
+  auto dv = at::empty({B, H, N, d}, v.options());
+  const View4 Q(q), K(k), V(v), O(out), G(grad_out), DQ(dq), DK(dk), DV(dv);
+  const Grads a{Q, O, G, DQ};
+  const float* mp = mask.data_ptr<float>();
+  const float* lp = lse.data_ptr<float>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kt(d * Np), vt(d * Np), kr(N * d), dkt(N * d), dvt(N * d);
+    for (int64_t task = begin; task < end; ++task) {
+      const Task t{task / H, task % H, S, N, Np};
+#define CALL(W)                                                                                                   \
+  backward_task<W>(t, a, K, V, DK, DV, mp + t.b * mask.stride(0), mask.stride(2),                                 \
+                   lp + t.b * lse.stride(0) + t.h * lse.stride(1), lse.stride(2), scale, kt.data(), vt.data(),    \
+                   kr.data(), dkt.data(), dvt.data())
+      HO_CO_GLIMPSE_WIDTH(d, CALL)
+#undef CALL
+    }
+  });
+  return {dq, dk, dv};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(ho_co_glimpse, m) {
+  m.def("glimpse_forward(Tensor q, Tensor k, Tensor v, Tensor mask, float scale) -> (Tensor, Tensor)");
+  m.def("glimpse_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor mask, Tensor out, Tensor lse, "
+        "float scale) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(ho_co_glimpse, CPU, m) {
+  m.impl("glimpse_forward", &glimpse_forward);
+  m.impl("glimpse_backward", &glimpse_backward);
+}
