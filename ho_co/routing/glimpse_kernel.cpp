@@ -25,6 +25,8 @@
 #include <limits>
 #include <vector>
 
+#include "fast_exp.h"
+
 namespace {
 
 constexpr int64_t kMaxKeys = 1024;
@@ -38,23 +40,10 @@ inline vf8 load8(const float* p) { return *reinterpret_cast<const vf8u*>(p); }
 inline void store8(float* p, vf8 v) { *reinterpret_cast<vf8u*>(p) = v; }
 inline vf8 splat(float x) { return vf8{x, x, x, x, x, x, x, x}; }
 
-// exp(x) for x <= 0 (scores minus their row's maximum or log-sum-exp), vectorizable; exactly 0
-// below -87 (masked keys are -inf), else 2^k e^r with a degree-6 polynomial (rel. error ~2e-7)
+// exp(x) for x <= 0; exactly 0 below -87 (masked keys are -inf), as aten's softmax gives there
 __attribute__((always_inline)) inline float exp_le0(float x) {
   const bool underflow = !(x >= -87.0f);  // also -inf and NaN
-  x = underflow ? -87.0f : x;
-  const float k = std::nearbyint(x * 1.44269504088896341f);
-  const float r = std::fma(k, -0.693145751953125f, std::fma(k, -1.428606765330187045e-06f, x));
-  float p = 1.3981999507E-3f;
-  p = std::fma(p, r, 8.3334519073E-3f);
-  p = std::fma(p, r, 4.1665795894E-2f);
-  p = std::fma(p, r, 1.6666665459E-1f);
-  p = std::fma(p, r, 5.0000001201E-1f);
-  p = std::fma(p, r * r, r) + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &p, sizeof(bits));
-  bits += static_cast<int32_t>(k) << 23;
-  std::memcpy(&p, &bits, sizeof(bits));
+  const float p = ho_co::exp_from_m87(underflow ? -87.0f : x);
   return underflow ? 0.0f : p;
 }
 

@@ -23,29 +23,15 @@
 #include <limits>
 #include <vector>
 
+#include "fast_exp.h"
+
 namespace {
 
 constexpr int64_t kRowsPerBlock = 64;  // fixed, so the gradient sums do not depend on threads
 constexpr int64_t kMaxCols = 4096;
 
-// exp(x) for the softmax, vectorizable: 2^k e^r with |r| <= ln2/2 and a degree-6 polynomial
-// (relative error ~2e-7, the rounding of float); arguments are <= 0 here (x - max).
-inline float exp_le0(float x) {
-  x = std::max(x, -87.0f);
-  const float k = std::nearbyint(x * 1.44269504088896341f);
-  const float r = std::fma(k, -0.693145751953125f, std::fma(k, -1.428606765330187045e-06f, x));
-  float p = 1.3981999507E-3f;
-  p = std::fma(p, r, 8.3334519073E-3f);
-  p = std::fma(p, r, 4.1665795894E-2f);
-  p = std::fma(p, r, 1.6666665459E-1f);
-  p = std::fma(p, r, 5.0000001201E-1f);
-  p = std::fma(p, r * r, r) + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &p, sizeof(bits));
-  bits += static_cast<int32_t>(k) << 23;
-  std::memcpy(&p, &bits, sizeof(bits));
-  return p;
-}
+// exp(x) for the softmax; arguments are <= 0 here (x - max)
+inline float exp_le0(float x) { return ho_co::exp_from_m87(std::max(x, -87.0f)); }
 
 void check_inputs(const at::Tensor& raw, const at::Tensor& dmat, const at::Tensor& w1, const at::Tensor& b1,
                   const at::Tensor& w2, const at::Tensor& b2) {
