@@ -25,7 +25,7 @@
 #include <limits>
 #include <vector>
 
-#include "fast_exp.h"
+#include "simd.h"
 
 namespace {
 
@@ -33,12 +33,11 @@ constexpr int64_t kMaxKeys = 1024;
 constexpr int RB = 8;  // query rows per block
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// eight floats in one AVX2 register (GCC/Clang vector extensions: kept in registers, portable)
-typedef float vf8 __attribute__((vector_size(32)));
-typedef float vf8u __attribute__((vector_size(32), aligned(4)));  // unaligned loads and stores
-inline vf8 load8(const float* p) { return *reinterpret_cast<const vf8u*>(p); }
-inline void store8(float* p, vf8 v) { *reinterpret_cast<vf8u*>(p) = v; }
-inline vf8 splat(float x) { return vf8{x, x, x, x, x, x, x, x}; }
+using ho_co::load8;
+using ho_co::splat;
+using ho_co::store8;
+using ho_co::vf8;
+using ho_co::vi8;
 
 // exp(x) for x <= 0; exactly 0 below -87 (masked keys are -inf), as aten's softmax gives there
 __attribute__((always_inline)) inline float exp_le0(float x) {
@@ -73,18 +72,31 @@ void rows(const View4& k, int64_t b, int64_t h, int64_t N, float* t) {
 }
 
 // out[i][j] = sum_c x[i][c] table[c, j] for R rows x[i] and the Np columns of a [D, Np] table:
-// every table vector loaded once serves the R rows
+// every table vector loaded once serves the R rows, every broadcast x[i][c] two vectors of
+// columns where two are left (R x 2 accumulators: the AVX-512 register file's 32 hold them)
+template <int D, int R, int W>
+inline void dot_column_vectors(const float* const* x, const float* table, int64_t Np, int64_t j0,
+                               float (*out)[kMaxKeys]) {
+  vf8 acc[R][W];
+  for (int i = 0; i < R; ++i)
+    for (int w = 0; w < W; ++w) acc[i][w] = vf8{};
+  for (int c = 0; c < D; ++c) {
+    vf8 t[W];
+    for (int w = 0; w < W; ++w) t[w] = load8(table + c * Np + j0 + 8 * w);
+    for (int i = 0; i < R; ++i) {
+      const vf8 xc = splat(x[i][c]);
+      for (int w = 0; w < W; ++w) acc[i][w] += xc * t[w];
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int w = 0; w < W; ++w) store8(out[i] + j0 + 8 * w, acc[i][w]);
+}
+
 template <int D, int R>
 inline void dot_columns(const float* const* x, const float* table, int64_t Np, float (*out)[kMaxKeys]) {
-  for (int64_t j0 = 0; j0 < Np; j0 += 8) {
-    vf8 acc[R];
-    for (int i = 0; i < R; ++i) acc[i] = vf8{};
-    for (int c = 0; c < D; ++c) {
-      const vf8 t = load8(table + c * Np + j0);
-      for (int i = 0; i < R; ++i) acc[i] += splat(x[i][c]) * t;
-    }
-    for (int i = 0; i < R; ++i) store8(out[i] + j0, acc[i]);
-  }
+  int64_t j0 = 0;
+  for (; j0 + 16 <= Np; j0 += 16) dot_column_vectors<D, R, 2>(x, table, Np, j0, out);
+  if (j0 < Np) dot_column_vectors<D, R, 1>(x, table, Np, j0, out);
 }
 
 // out[i] = sum_j w[i][j] rows[j, :] for R weight rows over the N rows of a [N, D] table
@@ -140,14 +152,23 @@ inline float row_max(const float* s, int64_t Np) {
   return top;
 }
 
-// s[j] = exp(s[j] - shift) in place; returns their sum (eight partial sums, then in order)
+// exp(x) for x <= 0 on eight lanes, as exp_le0 does each
+inline vf8 exp_le0(vf8 x) {
+  const vi8 underflow = !(x >= -87.0f);
+  const vf8 clamped = reinterpret_cast<vf8>((reinterpret_cast<vi8>(x) & ~underflow) |
+                                            (reinterpret_cast<vi8>(splat(-87.0f)) & underflow));
+  return ho_co::where(~underflow, ho_co::exp_from_m87(clamped));
+}
+
+// s[j] = exp(s[j] - shift) in place over the padded row; returns their sum (eight partial
+// sums, then in order)
 inline float exp_shifted(float* s, float shift, int64_t Np) {
-  float part[8] = {};
-  for (int64_t j = 0; j < Np; j += 8)
-    for (int l = 0; l < 8; ++l) {
-      s[j + l] = exp_le0(s[j + l] - shift);
-      part[l] += s[j + l];
-    }
+  vf8 part{};
+  for (int64_t j = 0; j < Np; j += 8) {
+    const vf8 e = exp_le0(load8(s + j) - shift);
+    store8(s + j, e);
+    part += e;
+  }
   float total = 0.0f;
   for (int l = 0; l < 8; ++l) total += part[l];
   return total;

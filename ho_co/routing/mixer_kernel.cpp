@@ -8,10 +8,7 @@
 //   s   = sum_j W2[h, j] relu(pre_j) + b2[h]
 //   a   = softmax_n(s)                          (what the attention multiplies V with)
 // Backward (g = dL/da): ds = a (g - sum_n g a); the hidden pre-activations are recomputed, not
-// stored, and the parameter gradients are summed per fixed block of rows in double, then the
-// blocks in order, so the result does not depend on the thread count.
-// float32 only; rows go to threads with at::parallel_for; each row's columns are the inner,
-// vectorized loops (the extension is built for the host CPU).
+// stored. float32 only; the extension is built for the host CPU.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -19,19 +16,42 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
 
-#include "fast_exp.h"
+#include "simd.h"
 
 namespace {
 
-constexpr int64_t kRowsPerBlock = 64;  // fixed, so the gradient sums do not depend on threads
+// Work goes to threads by (batch, head) unit: one head's weights, its rows in tiles of about
+// kTileScores scores. The hidden-unit loops run over a whole tile (many rows, contiguous in
+// memory), not over one row's N columns, so their reductions and vector remainders are paid
+// once per tile; the per-unit parameter gradients are summed in double, then the units in
+// order, so the result does not depend on the thread count.
+constexpr int64_t kTileScores = 1024;
 constexpr int64_t kMaxCols = 4096;
+constexpr int64_t kBuffer = kMaxCols > kTileScores ? kMaxCols : kTileScores;
+
+// the backward's hidden-unit loop is written on eight-float vectors: the compiler does not
+// vectorize its four reductions and ReLU select from plain C++
+using ho_co::load8;
+using ho_co::splat;
+using ho_co::store8;
+using ho_co::vf8;
+using ho_co::vi8;
+using ho_co::where;
+
+inline float lane_sum(vf8 v) {
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
 
 // exp(x) for the softmax; arguments are <= 0 here (x - max)
 inline float exp_le0(float x) { return ho_co::exp_from_m87(std::max(x, -87.0f)); }
+
+// Rows per tile: as many whole rows of N scores as fit kTileScores, at least one.
+inline int64_t tile_rows(int64_t N) { return std::max<int64_t>(1, kTileScores / N); }
 
 void check_inputs(const at::Tensor& raw, const at::Tensor& dmat, const at::Tensor& w1, const at::Tensor& b1,
                   const at::Tensor& w2, const at::Tensor& b2) {
@@ -62,42 +82,50 @@ at::Tensor mixed_softmax_forward(const at::Tensor& raw, const at::Tensor& dmat, 
   const float* b2_p = b2.data_ptr<float>();
   float* out_p = out.data_ptr<float>();
   const float sd = static_cast<float>(sqrt_d);
-  at::parallel_for(0, B * H * M, 16, [&](int64_t begin, int64_t end) {
-    alignas(64) float xb[kMaxCols], sb[kMaxCols];
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t m = row % M, h = (row / M) % H, b = row / (M * H);
-      const float* __restrict__ r = raw_p + row * N;
-      const float* __restrict__ c = dmat_p + (b * M + m) * N;
-      float* __restrict__ x = xb;
-      float* __restrict__ s = sb;
-      for (int64_t n = 0; n < N; ++n) {
-        x[n] = r[n] / sd;
-        s[n] = 0.0f;
-      }
-      for (int64_t j = 0; j < J; ++j) {
-        const float w0 = w1_p[(h * 2) * J + j], w1c = w1_p[(h * 2 + 1) * J + j];
-        const float bj = b1_p[h * J + j], v = w2_p[h * J + j];
+  const int64_t R = tile_rows(N);
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float xb[kBuffer], sb[kBuffer];
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / H, h = unit % H;
+      for (int64_t m0 = 0; m0 < M; m0 += R) {
+        const int64_t rows = std::min(R, M - m0), P = rows * N;
+        const float* __restrict__ r = raw_p + (unit * M + m0) * N;
+        const float* __restrict__ c = dmat_p + (b * M + m0) * N;
+        float* __restrict__ x = xb;
+        float* __restrict__ s = sb;
 #pragma omp simd
-        for (int64_t n = 0; n < N; ++n) {
-          const float pre = x[n] * w0 + c[n] * w1c + bj;
-          s[n] += v * std::max(pre, 0.0f);
+        for (int64_t p = 0; p < P; ++p) {
+          x[p] = r[p] / sd;
+          s[p] = 0.0f;
+        }
+        for (int64_t j = 0; j < J; ++j) {
+          const float w0 = w1_p[(h * 2) * J + j], w1c = w1_p[(h * 2 + 1) * J + j];
+          const float bj = b1_p[h * J + j], v = w2_p[h * J + j];
+#pragma omp simd
+          for (int64_t p = 0; p < P; ++p) {
+            const float pre = x[p] * w0 + c[p] * w1c + bj;
+            s[p] += v * std::max(pre, 0.0f);
+          }
+        }
+        const float bias2 = b2_p[h];
+        for (int64_t i = 0; i < rows; ++i) {
+          float* __restrict__ si = s + i * N;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t n = 0; n < N; ++n) {
+            si[n] += bias2;
+            mx = std::max(mx, si[n]);
+          }
+          float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+          for (int64_t n = 0; n < N; ++n) {
+            si[n] = exp_le0(si[n] - mx);
+            total += si[n];
+          }
+          float* __restrict__ o = out_p + (unit * M + m0 + i) * N;
+          const float inv = 1.0f / total;
+          for (int64_t n = 0; n < N; ++n) o[n] = si[n] * inv;
         }
       }
-      const float bias2 = b2_p[h];
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t n = 0; n < N; ++n) {
-        s[n] += bias2;
-        mx = std::max(mx, s[n]);
-      }
-      float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-      for (int64_t n = 0; n < N; ++n) {
-        s[n] = exp_le0(s[n] - mx);
-        total += s[n];
-      }
-      float* __restrict__ o = out_p + row * N;
-      const float inv = 1.0f / total;
-      for (int64_t n = 0; n < N; ++n) o[n] = s[n] * inv;
     }
   });
   return out;
@@ -112,10 +140,8 @@ std::vector<at::Tensor> mixed_softmax_backward(const at::Tensor& grad, const at:
                   attn.is_contiguous() && grad.scalar_type() == at::kFloat,
               "mixed scores backward: contiguous float32 grad and weights of the score shape");
   const int64_t B = raw.size(0), H = raw.size(1), M = raw.size(2), N = raw.size(3), J = w1.size(2);
-  const int64_t rows = B * H * M;
-  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  const int64_t width = 4 * J + 1;  // per head: dW1[0, j], dW1[1, j], db1[j], dW2[j], db2
-  std::vector<double> partial(static_cast<size_t>(blocks * H * width), 0.0);
+  const int64_t width = 4 * J + 1;  // per unit: dW1[0, j], dW1[1, j], db1[j], dW2[j], db2
+  std::vector<double> partial(static_cast<size_t>(B * H * width), 0.0);
   auto grad_raw = at::empty_like(raw);
   const float* g_p = grad.data_ptr<float>();
   const float* a_p = attn.data_ptr<float>();
@@ -126,62 +152,72 @@ std::vector<at::Tensor> mixed_softmax_backward(const at::Tensor& grad, const at:
   const float* w2_p = w2.data_ptr<float>();
   float* gr_p = grad_raw.data_ptr<float>();
   const float sd = static_cast<float>(sqrt_d);
-  at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
-    alignas(64) float xb[kMaxCols], db[kMaxCols], dxb[kMaxCols];
-    std::vector<float> row_sums(static_cast<size_t>(width));
-    for (int64_t block = block_begin; block < block_end; ++block) {
-      double* acc = partial.data() + block * H * width;
-      const int64_t stop = std::min(rows, (block + 1) * kRowsPerBlock);
-      for (int64_t row = block * kRowsPerBlock; row < stop; ++row) {
-        const int64_t m = row % M, h = (row / M) % H, b = row / (M * H);
-        const float* __restrict__ g = g_p + row * N;
-        const float* __restrict__ a = a_p + row * N;
-        const float* __restrict__ r = raw_p + row * N;
-        const float* __restrict__ c = dmat_p + (b * M + m) * N;
+  const int64_t R = tile_rows(N);
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float xb[kBuffer + 8], db[kBuffer + 8], dxb[kBuffer + 8], cb[kBuffer + 8];
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / H, h = unit % H;
+      double* acc = partial.data() + unit * width;
+      for (int64_t m0 = 0; m0 < M; m0 += R) {
+        const int64_t rows = std::min(R, M - m0), P = rows * N;
+        const int64_t first = (unit * M + m0) * N;
+        const float* __restrict__ c = dmat_p + (b * M + m0) * N;
         float* __restrict__ x = xb;
         float* __restrict__ ds = db;
         float* __restrict__ dx = dxb;
-        float dot = 0.0f;
+        float* __restrict__ cc = cb;
+        for (int64_t i = 0; i < rows; ++i) {  // softmax backward, row by row: ds = a (g - sum g a)
+          const float* __restrict__ g = g_p + first + i * N;
+          const float* __restrict__ a = a_p + first + i * N;
+          const float* __restrict__ r = raw_p + first + i * N;
+          float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t n = 0; n < N; ++n) dot += g[n] * a[n];
-        float sum_ds = 0.0f;
+          for (int64_t n = 0; n < N; ++n) dot += g[n] * a[n];
+          float sum_ds = 0.0f;
 #pragma omp simd reduction(+ : sum_ds)
-        for (int64_t n = 0; n < N; ++n) {
-          ds[n] = a[n] * (g[n] - dot);
-          x[n] = r[n] / sd;
-          dx[n] = 0.0f;
-          sum_ds += ds[n];
-        }
-        for (int64_t j = 0; j < J; ++j) {
-          const float w0 = w1_p[(h * 2) * J + j], w1c = w1_p[(h * 2 + 1) * J + j];
-          const float bj = b1_p[h * J + j], v = w2_p[h * J + j];
-          float s_w0 = 0.0f, s_w1 = 0.0f, s_b1 = 0.0f, s_w2 = 0.0f;
-#pragma omp simd reduction(+ : s_w0, s_w1, s_b1, s_w2)
           for (int64_t n = 0; n < N; ++n) {
-            const float pre = x[n] * w0 + c[n] * w1c + bj;
-            const float t = pre > 0.0f ? ds[n] * v : 0.0f;
-            dx[n] += t * w0;
-            s_w0 += t * x[n];
-            s_w1 += t * c[n];
-            s_b1 += t;
-            s_w2 += ds[n] * std::max(pre, 0.0f);
+            const int64_t p = i * N + n;
+            ds[p] = a[n] * (g[n] - dot);
+            x[p] = r[n] / sd;
+            dx[p] = 0.0f;
+            sum_ds += ds[p];
           }
-          double* hacc = acc + h * width;
-          hacc[j] += s_w0;
-          hacc[J + j] += s_w1;
-          hacc[2 * J + j] += s_b1;
-          hacc[3 * J + j] += s_w2;
+          acc[4 * J] += sum_ds;
         }
-        acc[h * width + 4 * J] += sum_ds;
-        float* __restrict__ out = gr_p + row * N;
-        for (int64_t n = 0; n < N; ++n) out[n] = dx[n] / sd;
+        const int64_t padded = (P + 7) / 8 * 8;  // zero scores past the tile add exactly 0 below
+        for (int64_t p = 0; p < P; ++p) cc[p] = c[p];
+        for (int64_t p = P; p < padded; ++p) x[p] = ds[p] = cc[p] = dx[p] = 0.0f;
+        for (int64_t j = 0; j < J; ++j) {  // the hidden units, recomputed, over the whole tile
+          const vf8 w0 = splat(w1_p[(h * 2) * J + j]), w1c = splat(w1_p[(h * 2 + 1) * J + j]);
+          const vf8 bj = splat(b1_p[h * J + j]), v = splat(w2_p[h * J + j]);
+          vf8 s_w0 = splat(0.0f), s_w1 = s_w0, s_b1 = s_w0, s_w2 = s_w0;
+          for (int64_t p = 0; p < padded; p += 8) {
+            const vf8 xp = load8(x + p), cp = load8(cc + p), dsp = load8(ds + p);
+            const vf8 pre = xp * w0 + cp * w1c + bj;
+            const vi8 on = pre > 0.0f;
+            const vf8 t = where(on, dsp * v);
+            store8(dx + p, load8(dx + p) + t * w0);
+            s_w0 += t * xp;
+            s_w1 += t * cp;
+            s_b1 += t;
+            s_w2 += dsp * where(on, pre);
+          }
+          acc[j] += lane_sum(s_w0);
+          acc[J + j] += lane_sum(s_w1);
+          acc[2 * J + j] += lane_sum(s_b1);
+          acc[3 * J + j] += lane_sum(s_w2);
+        }
+        float* __restrict__ out = gr_p + first;
+#pragma omp simd
+        for (int64_t p = 0; p < P; ++p) out[p] = dx[p] / sd;
       }
     }
   });
   std::vector<double> total(static_cast<size_t>(H * width), 0.0);
-  for (int64_t block = 0; block < blocks; ++block) {
-    const double* acc = partial.data() + block * H * width;
-    for (int64_t i = 0; i < H * width; ++i) total[i] += acc[i];
+  for (int64_t unit = 0; unit < B * H; ++unit) {
+    const double* acc = partial.data() + unit * width;
+    double* t = total.data() + (unit % H) * width;
+    for (int64_t i = 0; i < width; ++i) t[i] += acc[i];
   }
   auto gw1 = at::empty_like(w1), gb1 = at::empty_like(b1), gw2 = at::empty_like(w2), gb2 = at::empty_like(b2);
   float* gw1_p = gw1.data_ptr<float>();
