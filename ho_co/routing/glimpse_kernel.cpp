@@ -71,12 +71,20 @@ void rows(const View4& k, int64_t b, int64_t h, int64_t N, float* t) {
   for (int64_t j = 0; j < N; ++j) std::memcpy(t + j * D, k.row(b, h, j), D * sizeof(float));
 }
 
+// R rows of scores, packed at the row length Np: rows kMaxKeys apart would sit 4 KiB apart,
+// in the same L1 cache sets
+struct Rows {
+  float* p;
+  int64_t ld;
+  float* operator[](int64_t i) const { return p + i * ld; }
+};
+
 // out[i][j] = sum_c x[i][c] table[c, j] for R rows x[i] and the Np columns of a [D, Np] table:
 // every table vector loaded once serves the R rows, every broadcast x[i][c] two vectors of
 // columns where two are left (R x 2 accumulators: the AVX-512 register file's 32 hold them)
 template <int D, int R, int W>
 inline void dot_column_vectors(const float* const* x, const float* table, int64_t Np, int64_t j0,
-                               float (*out)[kMaxKeys]) {
+                               Rows out) {
   vf8 acc[R][W];
   for (int i = 0; i < R; ++i)
     for (int w = 0; w < W; ++w) acc[i][w] = vf8{};
@@ -93,7 +101,7 @@ inline void dot_column_vectors(const float* const* x, const float* table, int64_
 }
 
 template <int D, int R>
-inline void dot_columns(const float* const* x, const float* table, int64_t Np, float (*out)[kMaxKeys]) {
+inline void dot_columns(const float* const* x, const float* table, int64_t Np, Rows out) {
   int64_t j0 = 0;
   for (; j0 + 16 <= Np; j0 += 16) dot_column_vectors<D, R, 2>(x, table, Np, j0, out);
   if (j0 < Np) dot_column_vectors<D, R, 1>(x, table, Np, j0, out);
@@ -101,7 +109,7 @@ inline void dot_columns(const float* const* x, const float* table, int64_t Np, f
 
 // out[i] = sum_j w[i][j] rows[j, :] for R weight rows over the N rows of a [N, D] table
 template <int D, int R>
-inline void weighted_rows(float (*w)[kMaxKeys], const float* table, int64_t N, float (*out)[D]) {
+inline void weighted_rows(Rows w, const float* table, int64_t N, float (*out)[D]) {
   constexpr int NV = D / 8;
   vf8 acc[R][NV];
   for (int i = 0; i < R; ++i)
@@ -120,7 +128,7 @@ inline void weighted_rows(float (*w)[kMaxKeys], const float* table, int64_t N, f
 
 // table[j, :] += sum_i w[i][j] x[i] for the N rows of a [N, D] table (each row read and written once)
 template <int D, int R>
-inline void add_outer(float (*w)[kMaxKeys], const float* const* x, int64_t N, float* table) {
+inline void add_outer(Rows w, const float* const* x, int64_t N, float* table) {
   constexpr int NV = D / 8;
   vf8 xv[R][NV];
   for (int i = 0; i < R; ++i)
@@ -181,7 +189,8 @@ struct Task {  // one (instance, head) and the shapes
 template <int D, int R>
 void forward_block(const Task& t, int64_t r0, const View4& Q, const View4& O, const float* mask, int64_t ms,
                    float* lse, float scale, const float* kt, const float* vr) {
-  alignas(64) float s[R][kMaxKeys];
+  alignas(64) float s_buf[R * kMaxKeys];
+  const Rows s{s_buf, t.Np};
   alignas(64) float o[R][D];
   const float* q[R];
   for (int i = 0; i < R; ++i) q[i] = Q.row(t.b, t.h, r0 + i);
@@ -224,7 +233,8 @@ struct Grads {
 template <int D, int R>
 void backward_block(const Task& t, int64_t r0, const Grads& a, const float* mask, int64_t ms, const float* lse,
                     int64_t ls, float scale, const float* kt, const float* vt, const float* kr, float* dk, float* dv) {
-  alignas(64) float p[R][kMaxKeys], ds[R][kMaxKeys];
+  alignas(64) float p_buf[R * kMaxKeys], ds_buf[R * kMaxKeys];
+  const Rows p{p_buf, t.Np}, ds{ds_buf, t.Np};
   alignas(64) float dq[R][D];
   const float *q[R], *g[R];
   float delta[R];  // dO . O per row: the softmax's row term
@@ -242,11 +252,12 @@ void backward_block(const Task& t, int64_t r0, const Grads& a, const float* mask
     const float row_lse = lse[(r0 + i) * ls];
     // the probabilities; a row with every key masked (lse -inf) gets exp(-inf) = 0 everywhere
     const float shift = row_lse == kNegInf ? std::numeric_limits<float>::infinity() : row_lse;
-    float* __restrict__ pi = p[i];
-    float* __restrict__ dsi = ds[i];
-    for (int64_t j = 0; j < t.Np; ++j) {
-      pi[j] = exp_le0(pi[j] - shift);
-      dsi[j] = pi[j] * (dsi[j] - delta[i]) * scale;  // dS, with the scale
+    float* pi = p[i];
+    float* dsi = ds[i];
+    for (int64_t j = 0; j < t.Np; j += 8) {
+      const vf8 pj = exp_le0(load8(pi + j) - shift);
+      store8(pi + j, pj);
+      store8(dsi + j, pj * (load8(dsi + j) - delta[i]) * scale);  // dS, with the scale
     }
   }
   weighted_rows<D, R>(ds, kr, t.N, dq);  // dQ = dS K
