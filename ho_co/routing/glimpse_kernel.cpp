@@ -162,10 +162,8 @@ inline float row_max(const float* s, int64_t Np) {
 
 // exp(x) for x <= 0 on eight lanes, as exp_le0 does each
 inline vf8 exp_le0(vf8 x) {
-  const vi8 underflow = !(x >= -87.0f);
-  const vf8 clamped = reinterpret_cast<vf8>((reinterpret_cast<vi8>(x) & ~underflow) |
-                                            (reinterpret_cast<vi8>(splat(-87.0f)) & underflow));
-  return ho_co::where(~underflow, ho_co::exp_from_m87(clamped));
+  const vi8 in_range = x >= -87.0f;  // false for -inf and NaN too
+  return ho_co::where(in_range, ho_co::exp_from_m87(ho_co::select(in_range, x, splat(-87.0f))));
 }
 
 // s[j] = exp(s[j] - shift) in place over the padded row; returns their sum (eight partial

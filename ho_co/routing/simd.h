@@ -15,6 +15,9 @@ inline vf8 load8(const float* p) { return *reinterpret_cast<const vf8u*>(p); }
 inline void store8(float* p, vf8 v) { *reinterpret_cast<vf8u*>(p) = v; }
 inline vf8 splat(float x) { return vf8{x, x, x, x, x, x, x, x}; }
 inline vf8 where(vi8 mask, vf8 v) { return reinterpret_cast<vf8>(reinterpret_cast<vi8>(v) & mask); }  // else 0
+inline vf8 select(vi8 mask, vf8 a, vf8 b) {  // a where mask, else b
+  return reinterpret_cast<vf8>((reinterpret_cast<vi8>(a) & mask) | (reinterpret_cast<vi8>(b) & ~mask));
+}
 
 // exp(x) for -87 <= x <= 0, vectorizable: the softmax kernels' exponential (scores minus their
 // row's maximum or log-sum-exp). 2^k e^r with |r| <= ln2/2 and a degree-6 polynomial (relative
