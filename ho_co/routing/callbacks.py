@@ -75,6 +75,35 @@ class EpochSeed(Callback):
         torch.manual_seed(int(state[1]))
 
 
+class ScheduleByEpoch(Callback):
+    """An epoch-interval learning-rate schedule follows the run's absolute epoch, also when it is
+    added to a resumed run whose checkpoint holds no state for it (a long run trained at a
+    constant rate that now gets POMO's x0.1 drop: `model.lr_scheduler=MultiStepLR
+    model.lr_scheduler_kwargs.milestones=[E]`). Lightning would start such a schedule at epoch 0
+    of the resume; here its epoch is set to the run's and the rate to the schedule's closed form
+    at that epoch. A schedule restored from the checkpoint is already in step and is left alone."""
+
+    def __init__(self):
+        self._checked = False
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # the first epoch's number is known here
+        if self._checked:
+            return
+        self._checked = True
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if config.interval != "epoch" or scheduler.last_epoch == trainer.current_epoch:
+                continue
+            if not hasattr(scheduler, "_get_closed_form_lr"):
+                raise ValueError(f"{type(scheduler).__name__} has no closed form to resume at epoch "
+                                 f"{trainer.current_epoch}; resume with its own checkpoint state or another schedule")
+            scheduler.last_epoch = trainer.current_epoch
+            rates = scheduler._get_closed_form_lr()
+            for group, rate in zip(scheduler.optimizer.param_groups, rates):
+                group["lr"] = rate
+            scheduler._last_lr = list(rates)
+
+
 class SittingBudget(Callback):
     """Stop at an epoch boundary before `minutes` of this invocation's wall time run out: after
     each epoch, if one more epoch as long as the slowest so far would cross the budget, the run

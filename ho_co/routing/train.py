@@ -167,7 +167,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from rl4co.utils.instantiators import instantiate_callbacks, instantiate_loggers
 
-    from ho_co.routing.callbacks import EpochSeed, LastCheckpoint, LearningCurve, RankSeed, StoreConfig
+    from ho_co.routing.callbacks import (EpochSeed, LastCheckpoint, LearningCurve, RankSeed, ScheduleByEpoch,
+                                         StoreConfig)
     from ho_co.routing.policies import check_one_hot_width, policy_options
     from ho_co.routing.summary import RunSummary
 
@@ -188,7 +189,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for callback in callbacks:  # the validation set and its references: checked before any training
         if isinstance(callback, LearningCurve) and callback.instances_path:
             callback.validation_set(env)
-    callbacks += [RankSeed(cfg.get("seed")), EpochSeed(cfg.get("seed")), StoreConfig(OmegaConf.to_container(cfg, resolve=True))]
+    callbacks += [RankSeed(cfg.get("seed")), EpochSeed(cfg.get("seed")), ScheduleByEpoch(),
+                  StoreConfig(OmegaConf.to_container(cfg, resolve=True))]
     trainer = instantiated("trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=False))
 
     world = trainer.world_size

@@ -191,3 +191,36 @@ def test_convert_a_trained_matnet_then_fine_tune(tmp_path, smoke):
     state = torch.load(tuned["last_checkpoint"], weights_only=True)["state_dict"]
     scales = [k for k in state if k.endswith("ho_scale")]
     assert scales and any(state[k].abs().sum() > 0 for k in scales)  # the higher orders started to grow
+
+
+def _final_state(result):
+    ckpt = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)
+    return ckpt["state_dict"], ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
+
+
+def test_a_step_schedule_added_on_resume_follows_the_absolute_epoch(tmp_path, smoke):
+    """A run trained at a constant rate, resumed with a x0.1 drop at epoch 3, trains exactly as a
+    run scheduled from the start (and so does a scheduled run resumed with its own state); a
+    milestone already passed applies at once."""
+    base = 4e-4  # the smoke model's rate (configs/model/matnet.yaml)
+    drop = ["model.lr_scheduler_kwargs.milestones=[3]", "model.lr_scheduler_kwargs.gamma=0.1"]
+
+    def run(name, *extra):
+        return train(compose(smoke(tmp_path, name, "callbacks.summary=null", *extra)))
+
+    scheduled = run("scheduled", *drop, "trainer.max_epochs=5")
+    constant = run("constant", "model.lr_scheduler=null")
+    assert _final_state(constant)[1] == pytest.approx(base)
+    weights_ref, rate_ref = _final_state(scheduled)
+    assert rate_ref == pytest.approx(base * 0.1)
+    half = run("half", *drop)
+    for start in (constant, half):
+        resumed = run(f"resumed_{Path(start['output_dir']).name}", *drop, "trainer.max_epochs=5",
+                      f"ckpt_path={start['last_checkpoint']}")
+        weights, rate = _final_state(resumed)
+        assert rate == pytest.approx(base * 0.1)
+        for name, value in weights_ref.items():
+            torch.testing.assert_close(weights[name], value, rtol=0, atol=0, msg=name)
+    late = run("late", "model.lr_scheduler_kwargs.milestones=[1]", "trainer.max_epochs=3",
+               f"ckpt_path={constant['last_checkpoint']}")
+    assert _final_state(late)[1] == pytest.approx(base * 0.1)
