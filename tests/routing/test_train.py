@@ -33,8 +33,8 @@ def test_configs_found_and_all_experiments_compose():
 
 @pytest.mark.parametrize("name", ["smoke", "tsp20_cpu", "tsp50_cpu_matnet", "tsp50_cpu_ho_matnet"])
 def test_cpu_trainings_keep_fp32_matmuls_in_full_precision(name):
-    # RL4COTrainer's own default ("medium") sends the CPU's attention through a reduced-precision
-    # path that this project's CPUs emulate (several times slower); the trainer the configs build
+    # Under RL4COTrainer's own default ("medium") torch's CPU attention ran 8x slower on an AVX-512
+    # CPU for the same output (BENCHMARKS.md); the trainer the configs build
     # must leave torch at "highest".
     from hydra.utils import instantiate
 
