@@ -6,9 +6,9 @@
 This work is memory-bound: the matmul before it has nn.Linear's FLOPs, so what HOLinear costs
 on top of nn.Linear is how often it reads and writes the K planes z_k. Two implementations:
 
-- fused: a small C++ kernel (`high_order_kernel.cpp`, compiled with the system's C++ compiler
-  at first use and cached by torch.utils.cpp_extension) reads the K planes once forward and
-  once backward, and folds the scale and the bias into the same sweep. Used for CPU tensors.
+- fused: a small C++ kernel (`high_order_kernel.cpp`, built for this CPU at first use by
+  `ho_co.native`) reads the K planes once forward and once backward, and folds the scale and
+  the bias into the same sweep. Used for CPU tensors.
 - eager: torch ops, with a memory-lean autograd.Function that keeps only z. Used on other
   devices, under torch.compile / torch.func transforms, and whenever the kernel cannot be
   built (a warning says why, once).
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from ho_co.native import build_kernel
 
 KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), "high_order_kernel.cpp")
 # Set to "0" to always take the eager path (e.g. to compare both).
@@ -37,21 +38,8 @@ def fused_kernel():
     """The compiled kernel's ops namespace, or None (with a warning) when it cannot be built."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
-    try:
-        from torch.utils.cpp_extension import load
-
-        load(
-            name="ho_co_high_order",
-            sources=[KERNEL_SOURCE],
-            extra_cflags=["-O3", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-        )
-        return torch.ops.ho_co_kernels
-    except Exception as err:  # no compiler, no headers, build error: the eager path still works
-        warnings.warn(f"HOLinear's fused CPU kernel is unavailable ({type(err).__name__}: {err}); "
-                      "using the eager torch implementation", RuntimeWarning, stacklevel=2)
-        return None
+    return build_kernel(KERNEL_SOURCE, "ho_co_kernels", "HOLinear's fused CPU kernel",
+                        "using the eager torch implementation")
 
 
 class _Fused(torch.autograd.Function):

@@ -23,7 +23,10 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
   (`decode_kernel.cpp`: the same generator use and indices, without exponential_'s scalar loop),
   the pointer's glimpse attention (50 keys, 16-wide heads) through a kernel built for that shape
   (`glimpse_kernel.cpp`: aten's flash attention's values to float rounding, forward and
-  backward), and MatNet's mixer through a fused kernel (`ho_co.routing.mixer`);
+  backward), the pointer's tail (tanh clipping, mask, temperature, log-softmax; in the pass,
+  the chosen node's log-probability and its backward) through one pass per row
+  (`pointer_kernel.cpp`, to float rounding), and MatNet's mixer through a fused kernel
+  (`ho_co.routing.mixer`);
 - the step itself is one function of tensors (`pointer_step`), so on CUDA it and the encoder
   can be handed to `torch.compile` (opt-in: `compile="default"` or `"reduce-overhead"`, which
   adds CUDA graphs); the CPU path always stays eager.
@@ -54,10 +57,12 @@ from rl4co.models.nn.env_embeddings.dynamic import StaticEmbedding
 from rl4co.models.zoo.am.decoder import AttentionModelDecoder
 from tensordict import TensorDict
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from ho_co.problems.tours import tour_lengths
-from ho_co.routing.mixer import build_kernel, fuse_mixers
+from ho_co.native import build_kernel
+from ho_co.routing.mixer import fuse_mixers
 
 # the rl4co whose decoder internals (cache layout, context and pointer modules, sampling rows) the
 # lean loop reproduces; another version may change them without an error, so it is refused
@@ -159,12 +164,11 @@ def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(allowed.logical_not(), float("-inf"))
 
 
-def pointer_logp(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: nn.Module | None, sdpa_fn: Callable,
-                 mask_inner: bool, tanh_clipping: float, temperature: float) -> Tensor:
-    """Log-probabilities [B, Q, N] of MatNet's pointer for queries [B, Q, E] and additive masks
-    [B, Q, N] (Q: one row per start for a decoding step, or per start and step for a whole tour).
-    Adding 0 / -inf is rl4co's `where(mask, logits, -inf)` for the finite logits, and SDPA turns a
-    bool mask into this float one itself."""
+def pointer_logits(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: nn.Module | None, sdpa_fn: Callable,
+                   mask_inner: bool) -> Tensor:
+    """MatNet's pointer logits [B, Q, N] (before clipping and masking) for queries [B, Q, E] and
+    additive masks [B, Q, N] (Q: one row per start for a decoding step, or per start and step for
+    a whole tour). SDPA turns a bool mask into this float one itself."""
     b, s, e = query.shape
     heads = tables.keys.size(1)
     q = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # [B, H, S, d]
@@ -174,14 +178,77 @@ def pointer_logp(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: n
         logits = torch.bmm(glimpse, tables.logit_keys.transpose(1, 2))
         if tables.logit_bias is not None:
             logits = logits + tables.logit_bias
-    else:
-        logits = torch.bmm(out_proj(glimpse), tables.logit_keys.transpose(1, 2)) / math.sqrt(e)
+        return logits
+    return torch.bmm(out_proj(glimpse), tables.logit_keys.transpose(1, 2)) / math.sqrt(e)
+
+
+def masked_scores(logits: Tensor, blocked: Tensor, tanh_clipping: float, temperature: float) -> Tensor:
+    """rl4co's `process_logits` before its log-softmax: clipping, mask, temperature. Adding 0 /
+    -inf is its `where(mask, logits, -inf)` for the finite logits."""
     if tanh_clipping > 0:
         logits = torch.tanh(logits) * tanh_clipping
     logits = logits + blocked
     if temperature != 1.0:  # x / 1 is x: one kernel less per step
         logits = logits / temperature
-    return F.log_softmax(logits, dim=-1)
+    return logits
+
+
+def pointer_logp(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: nn.Module | None, sdpa_fn: Callable,
+                 mask_inner: bool, tanh_clipping: float, temperature: float) -> Tensor:
+    """Log-probabilities [B, Q, N] of MatNet's pointer (see `pointer_logits`); without autograd on
+    CPU, the clipping, mask, temperature and log-softmax run as one pass (`pointer_kernel.cpp`)."""
+    logits = pointer_logits(tables, query, blocked, out_proj, sdpa_fn, mask_inner)
+    if not (torch.is_grad_enabled() and logits.requires_grad) and pointer_tail_applies(logits, blocked):
+        return pointer_kernel().pointer_log_softmax(logits, blocked, tanh_clipping, temperature)
+    return F.log_softmax(masked_scores(logits, blocked, tanh_clipping, temperature), dim=-1)
+
+
+POINTER_KERNEL = os.path.join(os.path.dirname(__file__), "pointer_kernel.cpp")
+POINTER_SWITCH = "HO_CO_FUSED_POINTER"  # "0": the pointer's tail runs as eager torch ops
+
+
+@functools.cache
+def pointer_kernel():
+    """The CPU kernel of the pointer's tail (pointer_kernel.cpp), or None when unavailable."""
+    if os.environ.get(POINTER_SWITCH, "1") == "0":
+        return None
+    return build_kernel(POINTER_KERNEL, "ho_co_pointer", "the CPU pointer-tail kernel", "using eager torch ops")
+
+
+def pointer_tail_applies(logits: Tensor, blocked: Tensor) -> bool:
+    """Whether logits and mask can go through the pointer-tail kernel: contiguous float32 CPU
+    tensors of one shape, outside torch.compile."""
+    return (logits.device.type == "cpu" and logits.dtype == torch.float32 and blocked.dtype == torch.float32
+            and logits.shape == blocked.shape and logits.is_contiguous() and blocked.is_contiguous()
+            and not torch.compiler.is_compiling() and pointer_kernel() is not None)
+
+
+class ChosenLogp(torch.autograd.Function):
+    """log_softmax(masked_scores(logits))[chosen] per row, forward and backward by the CPU kernel:
+    one pass over [B, Q, N] each way instead of eager's five or six."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, blocked: Tensor, chosen: Tensor, tanh_clipping: float, temperature: float):
+        logp, lse, tanh_or_logits = pointer_kernel().pointer_chosen_forward(
+            logits, blocked, chosen, tanh_clipping, temperature)
+        ctx.save_for_backward(tanh_or_logits, blocked, chosen, lse)
+        ctx.settings = (tanh_clipping, temperature)
+        return logp
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        tanh_or_logits, blocked, chosen, lse = ctx.saved_tensors
+        d_logits = pointer_kernel().pointer_chosen_backward(grad, tanh_or_logits, blocked, chosen, lse, *ctx.settings)
+        return d_logits, None, None, None, None
+
+
+def chosen_logp(logits: Tensor, blocked: Tensor, chosen: Tensor, tanh_clipping: float, temperature: float) -> Tensor:
+    """Log-probabilities [B, Q] of the chosen nodes [B, Q] under logits and masks [B, Q, N]."""
+    if pointer_tail_applies(logits, blocked):
+        return ChosenLogp.apply(logits, blocked, chosen.contiguous(), tanh_clipping, temperature)
+    logp = F.log_softmax(masked_scores(logits, blocked, tanh_clipping, temperature), dim=-1)
+    return logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
 
 def uniforms(rows: int, cols: int, device: torch.device) -> Tensor:
@@ -215,8 +282,8 @@ def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None,
         query = context_proj(pair.flatten(-2))
         if tables.query_first is not None:
             query = (query.view(b, s, steps, -1) + tables.query_first.unsqueeze(2)).flatten(1, 2)
-    logp = pointer_logp(tables, query, blocked, out_proj, sdpa_fn, mask_inner, tanh_clipping, temperature)
-    return logp.gather(-1, chosen.flatten(1).unsqueeze(-1)).view(b, s, steps)
+    logits = pointer_logits(tables, query, blocked, out_proj, sdpa_fn, mask_inner)
+    return chosen_logp(logits, blocked, chosen.flatten(1), tanh_clipping, temperature).view(b, s, steps)
 
 
 GLIMPSE_KERNEL = os.path.join(os.path.dirname(__file__), "glimpse_kernel.cpp")
@@ -307,7 +374,9 @@ class RolloutAttention:
 
     def tour_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """The pass's attention: rows ordered (start, step), as `tour_logp` flattens them."""
-        out = torch.stack(self.outs, 3).flatten(2, 3)  # [B, H, S, steps, d] -> [B, H, S * steps, d]
+        # stacked as [B, S, steps, H, d] (each step's output is laid out [B, S, H, d]), viewed as
+        # [B, H, S * steps, d]: the pass's transpose back to [B, S * steps, H * d] is then free
+        out = torch.stack([o.transpose(1, 2) for o in self.outs], 2).flatten(1, 2).transpose(1, 2)
         logsumexp = torch.stack(self.logsumexps, 3).flatten(2, 3)
         if out.shape != q.shape:
             raise RuntimeError(f"the rollout kept attentions of shape {tuple(out.shape)}, the pass asks {tuple(q.shape)}")

@@ -30,7 +30,7 @@
 namespace {
 
 constexpr int64_t kMaxKeys = 1024;
-constexpr int RB = 8;  // query rows per block
+constexpr int RB = 6;  // query rows per block: 6 x 2 accumulator vectors fit AVX2's 16 registers
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 using ho_co::load8;
@@ -81,8 +81,8 @@ struct Rows {
 
 // out[i][j] = sum_c x[i][c] table[c, j] for R rows x[i] and the Np columns of a [D, Np] table:
 // every table vector loaded once serves the R rows, every broadcast x[i][c] two vectors of
-// columns where two are left (R x 2 accumulators: AVX-512's 32 registers hold them; with
-// AVX2's 16 some spill, and the rollout step's attention still ran ~1.5x faster than with one)
+// columns where two are left (R x 2 accumulators; with R = 6 they, two table vectors and the
+// broadcast fit AVX2's 16 registers: 8 rows spilled, and ran 15-20% slower)
 template <int D, int R, int W>
 inline void dot_column_vectors(const float* const* x, const float* table, int64_t Np, int64_t j0,
                                Rows out) {
@@ -127,19 +127,35 @@ inline void weighted_rows(Rows w, const float* table, int64_t N, float (*out)[D]
     for (int v = 0; v < NV; ++v) store8(out[i] + 8 * v, acc[i][v]);
 }
 
-// table[j, :] += sum_i w[i][j] x[i] for the N rows of a [N, D] table (each row read and written once)
+// table[j, :] += sum_i w[i][j] x[i] for the N rows of a [N, D] table (each row read and written
+// once). Each row's sum runs over i in order, a chain of R dependent multiply-adds; KB rows at a
+// time keep 8 such chains in flight (one row at a time waited on the FMA latency: 2x slower).
 template <int D, int R>
 inline void add_outer(Rows w, const float* const* x, int64_t N, float* table) {
   constexpr int NV = D / 8;
-  vf8 xv[R][NV];
-  for (int i = 0; i < R; ++i)
-    for (int v = 0; v < NV; ++v) xv[i][v] = load8(x[i] + 8 * v);
-  for (int64_t j = 0; j < N; ++j) {
+  constexpr int KB = NV >= 8 ? 1 : 8 / NV;
+  int64_t j = 0;
+  for (; j + KB <= N; j += KB) {
+    vf8 t[KB][NV];
+    for (int k = 0; k < KB; ++k)
+      for (int v = 0; v < NV; ++v) t[k][v] = load8(table + (j + k) * D + 8 * v);
+    for (int i = 0; i < R; ++i) {
+      vf8 xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = load8(x[i] + 8 * v);
+      for (int k = 0; k < KB; ++k) {
+        const vf8 wik = splat(w[i][j + k]);
+        for (int v = 0; v < NV; ++v) t[k][v] += wik * xv[v];
+      }
+    }
+    for (int k = 0; k < KB; ++k)
+      for (int v = 0; v < NV; ++v) store8(table + (j + k) * D + 8 * v, t[k][v]);
+  }
+  for (; j < N; ++j) {
     vf8 t[NV];
     for (int v = 0; v < NV; ++v) t[v] = load8(table + j * D + 8 * v);
     for (int i = 0; i < R; ++i) {
       const vf8 wij = splat(w[i][j]);
-      for (int v = 0; v < NV; ++v) t[v] += wij * xv[i][v];
+      for (int v = 0; v < NV; ++v) t[v] += wij * load8(x[i] + 8 * v);
     }
     for (int v = 0; v < NV; ++v) store8(table + j * D + 8 * v, t[v]);
   }

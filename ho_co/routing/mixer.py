@@ -19,43 +19,17 @@ rl4co's to float rounding, not bit for bit.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import warnings
 
 import torch
 from rl4co.models.zoo.matnet.encoder import MixedScoresSDPA
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ho_co.native import build_kernel
+
 KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), "mixer_kernel.cpp")
 ENV_SWITCH = "HO_CO_FUSED_MIXER"  # "0": always rl4co's eager mixer
-
-
-def _cpu_tag() -> str:
-    """A short tag of this CPU's instruction set: the kernel is built for the host (-march=native),
-    so a cache shared by different machines keeps one build per CPU kind."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
-
-
-def build_kernel(source: str, namespace: str, what: str, fallback: str):
-    """Compile `source` for this CPU (cached) and return its torch.ops namespace, or None with a
-    warning when it cannot be built (no compiler, no headers, a build error)."""
-    try:
-        from torch.utils.cpp_extension import load
-
-        load(name=f"{namespace}_{_cpu_tag()}", sources=[source],
-             extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno"], extra_ldflags=["-fopenmp"],
-             is_python_module=False)
-        return getattr(torch.ops, namespace)
-    except Exception as err:  # noqa: BLE001 - the eager path still works
-        warnings.warn(f"{what} is unavailable ({type(err).__name__}: {err}); {fallback}", RuntimeWarning, stacklevel=3)
-        return None
 
 
 @functools.cache
