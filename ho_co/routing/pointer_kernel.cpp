@@ -68,32 +68,34 @@ struct Settings {
   float temperature;  // 1: no division
 };
 
+// Eight floats of a row from column j on; past the row's end (its last, partial vector) `pad`
+inline vf8 load_row8(const float* row, int64_t j, int64_t N, float pad) {
+  if (j + 8 <= N) return load8(row + j);
+  alignas(32) float buf[8];
+  std::fill(buf, buf + 8, pad);
+  std::copy(row + j, row + N, buf);
+  return load8(buf);
+}
+
+// The scores from tanh(l) (l itself without clipping) and the mask: (clip * t + m) / T, eager's
+// operations in eager's order
+inline vf8 scores8(vf8 t, vf8 m, Settings s) {
+  vf8 c = s.clip > 0.0f ? t * s.clip : t;
+  c = c + m;
+  if (s.temperature != 1.0f) c = c / s.temperature;
+  return c;
+}
+
 // One row: c = (clip * tanh(l) + m) / T into c[0..Np) (padding -inf), t = tanh(l) (or l without
 // clipping) into t when given; returns the row's log-sum-exp (NaN when every key is masked, as
 // torch's log_softmax gives).
 inline float row_scores(const float* l, const float* m, int64_t N, int64_t Np, Settings s, float* c, float* t) {
-  alignas(32) float lbuf[8], mbuf[8];
   vf8 top = splat(kNegInf);
   for (int64_t j = 0; j < Np; j += 8) {
-    const float *lj = l + j, *mj = m + j;
-    if (j + 8 > N) {  // the row's last, partial vector
-      std::fill(lbuf, lbuf + 8, 0.0f);
-      std::fill(mbuf, mbuf + 8, kNegInf);
-      std::copy(l + j, l + N, lbuf);
-      std::copy(m + j, m + N, mbuf);
-      lj = lbuf;
-      mj = mbuf;
-    }
-    vf8 v = load8(lj);
-    if (s.clip > 0.0f) {
-      v = tanh8(v);
-      if (t != nullptr) store8(t + j, v);
-      v = v * s.clip;
-    } else if (t != nullptr) {
-      store8(t + j, v);
-    }
-    v = v + load8(mj);
-    if (s.temperature != 1.0f) v = v / s.temperature;
+    vf8 v = load_row8(l, j, N, 0.0f);
+    if (s.clip > 0.0f) v = tanh8(v);
+    if (t != nullptr) store8(t + j, v);
+    v = scores8(v, load_row8(m, j, N, kNegInf), s);
     store8(c + j, v);
     top = top > v ? top : v;
   }
@@ -182,35 +184,23 @@ at::Tensor pointer_chosen_backward(const at::Tensor& grad, const at::Tensor& t, 
               *sp = lse.data_ptr<float>();
   const int64_t* cp = chosen.data_ptr<int64_t>();
   float* dp = dl.data_ptr<float>();
-  const float cl = static_cast<float>(clip), temp = static_cast<float>(temperature);
+  const Settings s{static_cast<float>(clip), static_cast<float>(temperature)};
   at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-    alignas(32) float tbuf[8], mbuf[8], dbuf[8];
+    alignas(32) float dbuf[8];
     for (int64_t r = begin; r < end; ++r) {
       const float gr = gp[r], shift = sp[r];
       const float *tr = tp + r * N, *mr = mp + r * N;
       float* out = dp + r * N;
       const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
       for (int64_t j = 0; j < N; j += 8) {
-        const bool partial = j + 8 > N;
-        const float *tj = tr + j, *mj = mr + j;
-        if (partial) {
-          std::fill(tbuf, tbuf + 8, 0.0f);
-          std::fill(mbuf, mbuf + 8, kNegInf);
-          std::copy(tr + j, tr + N, tbuf);
-          std::copy(mr + j, mr + N, mbuf);
-          tj = tbuf;
-          mj = mbuf;
-        }
-        const vf8 tv = load8(tj);
-        vf8 c = cl > 0.0f ? tv * cl : tv;
-        c = c + load8(mj);
-        if (temp != 1.0f) c = c / temp;
+        const vf8 tv = load_row8(tr, j, N, 0.0f);
+        const vf8 c = scores8(tv, load_row8(mr, j, N, kNegInf), s);
         const vf8 p = exp_le0(c - shift);
         const vf8 onehot = ho_co::where(lane + static_cast<int32_t>(j) == static_cast<int32_t>(cp[r]), splat(gr));
         vf8 d = onehot - p * gr;
-        if (temp != 1.0f) d = d / temp;
-        if (cl > 0.0f) d = d * cl * (1.0f - tv * tv);
-        if (partial) {
+        if (s.temperature != 1.0f) d = d / s.temperature;
+        if (s.clip > 0.0f) d = d * s.clip * (1.0f - tv * tv);
+        if (j + 8 > N) {
           store8(dbuf, d);
           std::copy(dbuf, dbuf + (N - j), out + j);
         } else {
