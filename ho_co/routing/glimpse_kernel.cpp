@@ -127,35 +127,19 @@ inline void weighted_rows(Rows w, const float* table, int64_t N, float (*out)[D]
     for (int v = 0; v < NV; ++v) store8(out[i] + 8 * v, acc[i][v]);
 }
 
-// table[j, :] += sum_i w[i][j] x[i] for the N rows of a [N, D] table (each row read and written
-// once). Each row's sum runs over i in order, a chain of R dependent multiply-adds; KB rows at a
-// time keep 8 such chains in flight (one row at a time waited on the FMA latency: 2x slower).
+// table[j, :] += sum_i w[i][j] x[i] for the N rows of a [N, D] table (each row read and written once)
 template <int D, int R>
 inline void add_outer(Rows w, const float* const* x, int64_t N, float* table) {
   constexpr int NV = D / 8;
-  constexpr int KB = NV >= 8 ? 1 : 8 / NV;
-  int64_t j = 0;
-  for (; j + KB <= N; j += KB) {
-    vf8 t[KB][NV];
-    for (int k = 0; k < KB; ++k)
-      for (int v = 0; v < NV; ++v) t[k][v] = load8(table + (j + k) * D + 8 * v);
-    for (int i = 0; i < R; ++i) {
-      vf8 xv[NV];
-      for (int v = 0; v < NV; ++v) xv[v] = load8(x[i] + 8 * v);
-      for (int k = 0; k < KB; ++k) {
-        const vf8 wik = splat(w[i][j + k]);
-        for (int v = 0; v < NV; ++v) t[k][v] += wik * xv[v];
-      }
-    }
-    for (int k = 0; k < KB; ++k)
-      for (int v = 0; v < NV; ++v) store8(table + (j + k) * D + 8 * v, t[k][v]);
-  }
-  for (; j < N; ++j) {
+  vf8 xv[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) xv[i][v] = load8(x[i] + 8 * v);
+  for (int64_t j = 0; j < N; ++j) {
     vf8 t[NV];
     for (int v = 0; v < NV; ++v) t[v] = load8(table + j * D + 8 * v);
     for (int i = 0; i < R; ++i) {
       const vf8 wij = splat(w[i][j]);
-      for (int v = 0; v < NV; ++v) t[v] += wij * load8(x[i] + 8 * v);
+      for (int v = 0; v < NV; ++v) t[v] += wij * xv[i][v];
     }
     for (int v = 0; v < NV; ++v) store8(table + j * D + 8 * v, t[v]);
   }
