@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -106,17 +107,18 @@ class ScheduleByEpoch(Callback):
 
 class SittingBudget(Callback):
     """Stop at an epoch boundary before `minutes` of this invocation's wall time run out: after
-    each epoch, if one more epoch as long as the slowest so far would cross the budget, the run
-    ends there (validated, checkpointed, resumable with `ckpt_path=last`). Lightning's
-    `max_time` counts all resumes together and stops mid-epoch; this is the budget of one sitting
-    of a run that continues over several."""
+    each epoch, if one more epoch as long as the median one so far would cross the budget, the
+    run ends there (validated, checkpointed, resumable with `ckpt_path=last`). The median, not the
+    slowest: one epoch stretched by a pause (`kill -STOP` while something else is timed) would
+    otherwise end the sitting epochs early. Lightning's `max_time` counts all resumes together
+    and stops mid-epoch; this is the budget of one sitting of a run that continues over several."""
 
     def __init__(self, minutes: float | None = None):
         if minutes is not None and not minutes > 0:
             raise ValueError(f"callbacks.budget.minutes must be > 0, got {minutes}")
         self.minutes = minutes
         self._start = self._epoch_start = 0.0
-        self._longest = 0.0
+        self._epochs: list[float] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
@@ -128,8 +130,8 @@ class SittingBudget(Callback):
         if self.minutes is None or trainer.sanity_checking:
             return
         now = time.perf_counter()
-        self._longest = max(self._longest, now - self._epoch_start)
-        if now + self._longest - self._start > 60 * self.minutes:
+        self._epochs.append(now - self._epoch_start)
+        if now + statistics.median(self._epochs) - self._start > 60 * self.minutes:
             trainer.should_stop = True
 
 

@@ -23,7 +23,9 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
   (`decode_kernel.cpp`: the same generator use and indices, without exponential_'s scalar loop),
   the pointer's glimpse attention (50 keys, 16-wide heads) through a kernel built for that shape
   (`glimpse_kernel.cpp`: aten's flash attention's values to float rounding, forward and
-  backward), the pointer's tail (tanh clipping, mask, temperature, log-softmax; in the pass,
+  backward; with the query split into its first-node and current-node parts, the scores come
+  from two tables made once per batch, `SplitAttention`), the pointer's tail (tanh clipping,
+  mask, temperature, log-softmax; in the pass,
   the chosen node's log-probability and its backward) through one pass per row
   (`pointer_kernel.cpp`, to float rounding), and MatNet's mixer through a fused kernel
   (`ho_co.routing.mixer`);
@@ -89,6 +91,8 @@ class StepTables(NamedTuple):
     values: Tensor  # [B, H, N, d]
     logit_keys: Tensor  # [B, N, E]
     logit_bias: Tensor | None  # [B, 1, N]: the folded output bias, if any
+    score_first: Tensor | None = None  # [B, H, S, N]: the glimpse scores' query_first part (`split_scores`)
+    score_cur: Tensor | None = None  # [B, H, N, N]: their query_cur part, one row per current node
 
 
 def gather_rows(table: Tensor, index: Tensor) -> Tensor:
@@ -99,8 +103,10 @@ def gather_rows(table: Tensor, index: Tensor) -> Tensor:
     return table.reshape(b * n, e).index_select(0, rows).view(b, -1, e)
 
 
-def step_tables(decoder: AttentionModelDecoder, row_emb: Tensor, col_emb: Tensor, first: Tensor) -> StepTables:
-    """What MatNet's decoder computes once per batch, plus the split and folded projections."""
+def step_tables(decoder: AttentionModelDecoder, row_emb: Tensor, col_emb: Tensor, first: Tensor,
+                split_scores: bool = False) -> StepTables:
+    """What MatNet's decoder computes once per batch, plus the split and folded projections, and
+    with `split_scores` the glimpse's score tables (see `SplitAttention`)."""
     glimpse_key, glimpse_val, logit_key = decoder.project_node_embeddings(col_emb).chunk(3, dim=-1)
     heads = decoder.pointer.num_heads
     split = lambda x: x.unflatten(-1, (heads, -1)).transpose(1, 2)  # [B, N, E] -> [B, H, N, d]
@@ -127,7 +133,14 @@ def step_tables(decoder: AttentionModelDecoder, row_emb: Tensor, col_emb: Tensor
             logit_bias = (torch.matmul(logit_key, out.bias) * scale).unsqueeze(1)
     else:
         logit_keys = logit_key
-    return StepTables(query_first, query_cur, rows, split(glimpse_key), split(glimpse_val), logit_keys, logit_bias)
+    keys = split(glimpse_key)
+    score_first = score_cur = None
+    if split_scores:  # scale * (q_first + q_cur) . k = scale * q_first . k + scale * q_cur . k
+        glimpse_scale = 1.0 / math.sqrt(keys.size(-1))
+        score_first = torch.matmul(split(query_first), keys.transpose(-1, -2)) * glimpse_scale
+        score_cur = torch.matmul(split(query_cur), keys.transpose(-1, -2)) * glimpse_scale
+    return StepTables(query_first, query_cur, rows, keys, split(glimpse_val), logit_keys, logit_bias,
+                      score_first, score_cur)
 
 
 def pointer_step(
@@ -159,6 +172,14 @@ def pointer_step(
     return pointer_logp(tables, query, blocked, out_proj, sdpa_fn, mask_inner, tanh_clipping, temperature)
 
 
+def split_pointer_step(tables: StepTables, current: Tensor, blocked: Tensor, attend: Callable,
+                       out_proj: nn.Module | None, tanh_clipping: float, temperature: float) -> Tensor:
+    """`pointer_step` from the split score tables: `attend(tables, current, blocked)` is the
+    glimpse attention (`split_glimpse`, or a `RolloutAttention`'s `rollout_split`)."""
+    return pointer_tail(glimpse_logits(tables, attend(tables, current, blocked), out_proj), blocked,
+                        tanh_clipping, temperature)
+
+
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     """A bool mask (True: may be visited) as the float one the pointer adds: 0 or -inf."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(allowed.logical_not(), float("-inf"))
@@ -169,10 +190,16 @@ def pointer_logits(tables: StepTables, query: Tensor, blocked: Tensor, out_proj:
     """MatNet's pointer logits [B, Q, N] (before clipping and masking) for queries [B, Q, E] and
     additive masks [B, Q, N] (Q: one row per start for a decoding step, or per start and step for
     a whole tour). SDPA turns a bool mask into this float one itself."""
-    b, s, e = query.shape
     heads = tables.keys.size(1)
     q = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # [B, H, S, d]
     glimpse = sdpa_fn(q, tables.keys, tables.values, attn_mask=blocked.unsqueeze(1) if mask_inner else None)
+    return glimpse_logits(tables, glimpse, out_proj)
+
+
+def glimpse_logits(tables: StepTables, glimpse: Tensor, out_proj: nn.Module | None) -> Tensor:
+    """The pointer's logits [B, Q, N] from its attention output [B, H, Q, d]."""
+    b, h, s, d = glimpse.shape
+    e = h * d
     glimpse = glimpse.transpose(1, 2).reshape(b, s, e)
     if out_proj is None:
         logits = torch.bmm(glimpse, tables.logit_keys.transpose(1, 2))
@@ -197,7 +224,12 @@ def pointer_logp(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: n
                  mask_inner: bool, tanh_clipping: float, temperature: float) -> Tensor:
     """Log-probabilities [B, Q, N] of MatNet's pointer (see `pointer_logits`); without autograd on
     CPU, the clipping, mask, temperature and log-softmax run as one pass (`pointer_kernel.cpp`)."""
-    logits = pointer_logits(tables, query, blocked, out_proj, sdpa_fn, mask_inner)
+    return pointer_tail(pointer_logits(tables, query, blocked, out_proj, sdpa_fn, mask_inner), blocked,
+                        tanh_clipping, temperature)
+
+
+def pointer_tail(logits: Tensor, blocked: Tensor, tanh_clipping: float, temperature: float) -> Tensor:
+    """Log-probabilities from the pointer's logits: `masked_scores` and a log-softmax."""
     if not (torch.is_grad_enabled() and logits.requires_grad) and pointer_tail_applies(logits, blocked):
         return pointer_kernel().pointer_log_softmax(logits, blocked, tanh_clipping, temperature)
     return F.log_softmax(masked_scores(logits, blocked, tanh_clipping, temperature), dim=-1)
@@ -273,6 +305,9 @@ def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None,
     step_ids = torch.arange(steps, device=tours.device).view(1, 1, steps, 1)
     blocked = additive_mask((when.unsqueeze(2) > step_ids).flatten(1, 2), tables.keys.dtype)  # [B, S * steps, N]
     flat_cur = current.flatten(1)  # [B, S * steps]
+    if tables.score_first is not None:  # sdpa_fn is a split attention (`RolloutAttention.tour_split`)
+        logits = glimpse_logits(tables, sdpa_fn(tables, flat_cur, blocked), out_proj)
+        return chosen_logp(logits, blocked, chosen.flatten(1), tanh_clipping, temperature).view(b, s, steps)
     if context_proj is None:
         query = tables.query_first.unsqueeze(2) + gather_rows(tables.query_cur, flat_cur).view(b, s, steps, -1)
         query = query.flatten(1, 2)
@@ -348,6 +383,58 @@ class ReplayedAttention(torch.autograd.Function):
         return (*flash_backward(grad_out, q, k, v, attn_mask, out, logsumexp), None, None, None)
 
 
+def split_scores_apply(decoder: AttentionModelDecoder, row_emb: Tensor) -> bool:
+    """Whether the pointer's glimpse can run on split score tables (`SplitAttention`): its query
+    splits (a plain Linear context projection), and the glimpse kernel takes it (float32 CPU, aten
+    SDPA's masked attention, a head width the kernel is built for)."""
+    pointer = decoder.pointer
+    return (type(decoder.context_embedding.project_context) is nn.Linear
+            and RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner, row_emb.device, row_emb.dtype)
+            and row_emb.size(-1) // pointer.num_heads in (8, 16, 32, 64) and glimpse_kernel() is not None)
+
+
+def split_glimpse_forward(tables: StepTables, nodes: Tensor, blocked: Tensor) -> tuple[Tensor, Tensor]:
+    """The glimpse attention [B, H, R, d] and log-sum-exps [B, H, R] of query rows whose scores are
+    `tables.score_first[start] + tables.score_cur[node]` (nodes [B, R]; R / S rows per start, in
+    order), masked by blocked [B, R, N]."""
+    return glimpse_kernel().split_glimpse_forward(tables.score_first, tables.score_cur, nodes.contiguous(),
+                                                  tables.values, blocked.unsqueeze(1))
+
+
+def split_glimpse(tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
+    """`split_glimpse_forward`'s attention alone: a rollout step no gradient goes through."""
+    return split_glimpse_forward(tables, nodes, blocked)[0]
+
+
+class SplitAttention(torch.autograd.Function):
+    """The glimpse attention of MatNet's pointer with its query split, forward given (the rollout
+    computed it), backward by the CPU kernel.
+
+    A row's query is q_first[start] + q_cur[node], so its scores are score_first[start] +
+    score_cur[node] with both tables made once per batch (`step_tables`): no per-row query, no
+    per-row q . k, and the backward returns the score gradients summed per start and per node
+    (autograd takes them through the two table matmuls to the queries and keys) instead of a
+    query gradient per row. The sums run in another order than `ReplayedAttention`'s: the same
+    values to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, score_first: Tensor, score_cur: Tensor, nodes: Tensor, values: Tensor, mask: Tensor,
+                out: Tensor, logsumexp: Tensor) -> Tensor:
+        ctx.save_for_backward(score_first, score_cur, nodes, values, mask, out, logsumexp)
+        return out.detach()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        score_first, score_cur, nodes, values, mask, out, logsumexp = ctx.saved_tensors
+        if grad_out.stride(-1) != 1:
+            grad_out = grad_out.contiguous()
+        d_first, d_cur, d_values = glimpse_kernel().split_glimpse_backward(
+            grad_out, score_first, score_cur, nodes, values, mask, out, logsumexp)
+        return d_first, d_cur, None, d_values, None, None, None
+
+
 class RolloutAttention:
     """The rollout's glimpse attentions, kept for the one pass over the chosen tours.
 
@@ -367,20 +454,37 @@ class RolloutAttention:
                 and dtype == torch.float32 and not torch.compiler.is_compiling())
 
     def rollout_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        out, logsumexp = flash_forward(q, k, v, attn_mask)
+        return self.keep(*flash_forward(q, k, v, attn_mask))
+
+    def rollout_split(self, tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
+        return self.keep(*split_glimpse_forward(tables, nodes, blocked))
+
+    def keep(self, out: Tensor, logsumexp: Tensor) -> Tensor:
         self.outs.append(out)
         self.logsumexps.append(logsumexp)
         return out
 
-    def tour_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        """The pass's attention: rows ordered (start, step), as `tour_logp` flattens them."""
+    def kept(self, shape: torch.Size) -> tuple[Tensor, Tensor]:
+        """The kept outputs [B, H, S * steps, d] and log-sum-exps, rows ordered (start, step) as
+        `tour_logp` flattens them."""
         # stacked as [B, S, steps, H, d] (each step's output is laid out [B, S, H, d]), viewed as
         # [B, H, S * steps, d]: the pass's transpose back to [B, S * steps, H * d] is then free
         out = torch.stack([o.transpose(1, 2) for o in self.outs], 2).flatten(1, 2).transpose(1, 2)
         logsumexp = torch.stack(self.logsumexps, 3).flatten(2, 3)
-        if out.shape != q.shape:
-            raise RuntimeError(f"the rollout kept attentions of shape {tuple(out.shape)}, the pass asks {tuple(q.shape)}")
-        return ReplayedAttention.apply(q, k, v, attn_mask, out, logsumexp)
+        if out.shape != shape:
+            raise RuntimeError(f"the rollout kept attentions of shape {tuple(out.shape)}, the pass asks {tuple(shape)}")
+        return out, logsumexp
+
+    def tour_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """The pass's attention on its queries [B, H, S * steps, d]."""
+        return ReplayedAttention.apply(q, k, v, attn_mask, *self.kept(q.shape))
+
+    def tour_split(self, tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
+        """The pass's attention on split score tables, for nodes [B, S * steps]."""
+        b, h, _, d = tables.values.shape
+        out, logsumexp = self.kept(torch.Size((b, h, nodes.size(1), d)))
+        return SplitAttention.apply(tables.score_first, tables.score_cur, nodes.contiguous(), tables.values,
+                                    blocked.unsqueeze(1), out, logsumexp)
 
 
 DECODE_KERNEL = os.path.join(os.path.dirname(__file__), "decode_kernel.cpp")
@@ -492,7 +596,10 @@ class FastMatNetPolicy(AutoregressivePolicy):
         row_emb, col_emb = hidden
         batch, num_loc = td["action_mask"].shape
         first = env.select_start_nodes(td, num_starts=num_starts).view(num_starts, batch).t()  # [B, S]
-        tables = step_tables(self.decoder, row_emb, col_emb, first)
+        split = split_scores_apply(self.decoder, row_emb)
+        tables = step_tables(self.decoder, row_emb, col_emb, first, split)
+        if split and not all(t.dtype == torch.float32 for t in (tables.score_first, tables.score_cur, tables.values)):
+            split, tables = False, tables._replace(score_first=None, score_cur=None)  # autocast: lower precision
         ctx = self.decoder.context_embedding.project_context
         out = self.decoder.pointer.project_out
         layers = (None if tables.query_cur is not None else ctx, None if type(out) is nn.Linear else out)
@@ -510,16 +617,20 @@ class FastMatNetPolicy(AutoregressivePolicy):
         if RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner, row_emb.device, row_emb.dtype):
             if tour_graph:
                 kept = RolloutAttention()
-                rollout_sdpa, tour_sdpa = kept.rollout_sdpa, kept.tour_sdpa
+                rollout_sdpa, tour_sdpa = (kept.rollout_split, kept.tour_split) if split else (kept.rollout_sdpa,
+                                                                                             kept.tour_sdpa)
             else:  # no gradient through the rollout: the CPU kernel's forward alone
-                rollout_sdpa = glimpse_attention
+                rollout_sdpa = split_glimpse if split else glimpse_attention
         with torch.no_grad() if tour_graph else contextlib.nullcontext():
             fused = no_grad and mode == "sampling" and fused_sampling_applies(row_emb.device, row_emb.dtype)
             blocked = row_emb.new_zeros(batch, num_starts, num_loc)
             blocked = blocked.scatter(-1, first.unsqueeze(-1), float("-inf"))
             current, tours, logps = first, [first], []
             for _ in range(num_loc - 2):
-                logp = step(tables, first, current, blocked, *layers, rollout_sdpa, *settings)
+                if split:
+                    logp = split_pointer_step(tables, current, blocked, rollout_sdpa, layers[1], *settings[1:])
+                else:
+                    logp = step(tables, first, current, blocked, *layers, rollout_sdpa, *settings)
                 if mode == "greedy":
                     current = logp.argmax(-1)
                 elif fused and logp.dtype == torch.float32:  # multinomial's own draw, from the same uniforms (decode_kernel.cpp)

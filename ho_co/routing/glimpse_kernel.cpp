@@ -181,8 +181,8 @@ inline float exp_shifted(float* s, float shift, int64_t Np) {
   return total;
 }
 
-struct Task {  // one (instance, head) and the shapes
-  int64_t b, h, S, N, Np;
+struct Task {  // one (instance, head) and the shapes: S query rows, N keys (Np padded to 8)
+  int64_t b, h, S, N, Np, h_count;
 };
 
 template <int D, int R>
@@ -286,6 +286,138 @@ void backward_task(const Task& t, const Grads& a, const View4& K, const View4& V
   }
 }
 
+// Split queries. MatNet's decoder query for a row is q_first[start] + q_cur[node] (the start's and
+// the current node's parts), so its scores split too: scale * q . k = sf[start] + sc[node], with
+// the tables sf = scale * q_first K^T [S, N] and sc = scale * q_cur K^T [N, N] made once per batch.
+// A row's scores are then one add instead of N dot products, and the backward returns the score
+// gradients summed per start (dsf) and per node (dsc) instead of a dq per row: autograd takes
+// them back through the two small table GEMMs.
+//
+// sf: [B, H, S, N], sc: [B, H, N, N] contiguous; node: [B, R] int64 (row r's current node); row r
+// belongs to start r / (R / S). Rows of one start are consecutive, as the tour pass lays them out.
+struct Split {
+  const float* sf;
+  const float* sc;
+  const int64_t* node;
+  int64_t starts, per;  // rows per start
+
+  // the start and the node of rows r0 .. r0 + R - 1 (one division per block: a 64-bit division
+  // per row sat on the path to each row's loads)
+  template <int R>
+  void locate(const Task& t, int64_t r0, int64_t* start, int64_t* at) const {
+    int64_t s = r0 / per, step = r0 - s * per;
+    for (int i = 0; i < R; ++i) {
+      start[i] = s;
+      at[i] = node[t.b * t.S + r0 + i];
+      if (++step == per) step = 0, ++s;
+    }
+  }
+  const float* first(const Task& t, int64_t start) const { return sf + ((t.b * t.h_count + t.h) * starts + start) * t.N; }
+  const float* cur(const Task& t, int64_t at) const { return sc + ((t.b * t.h_count + t.h) * t.N + at) * t.N; }
+};
+
+// s = sf[start] + sc[node] + mask over the N keys, -inf over the padding: the same adds in the
+// forward and the backward, so the backward's probabilities are the forward's bit for bit
+inline void split_scores(float* s, const float* f, const float* c, const float* m, int64_t N, int64_t Np) {
+  for (int64_t j = 0; j < N; ++j) s[j] = (f[j] + c[j]) + m[j];
+  for (int64_t j = N; j < Np; ++j) s[j] = kNegInf;
+}
+
+template <int D, int R>
+void split_forward_block(const Task& t, int64_t r0, const Split& x, const View4& O, const float* mask, int64_t ms,
+                         float* lse, const float* vr) {
+  alignas(64) float s_buf[R * kMaxKeys];
+  const Rows s{s_buf, t.Np};
+  alignas(64) float o[R][D];
+  float total[R];
+  int64_t start[R], at[R];
+  x.locate<R>(t, r0, start, at);
+  for (int i = 0; i < R; ++i) split_scores(s[i], x.first(t, start[i]), x.cur(t, at[i]), mask + (r0 + i) * ms, t.N, t.Np);
+  for (int i = 0; i < R; ++i) {
+    const int64_t r = r0 + i;
+    const float top = row_max(s[i], t.Np);
+    if (top == kNegInf) {  // every key masked: no glimpse
+      std::fill(s[i], s[i] + t.Np, 0.0f);
+      total[i] = 0.0f;
+      lse[r] = kNegInf;
+      continue;
+    }
+    total[i] = exp_shifted(s[i], top, t.Np);
+    lse[r] = top + std::log(total[i]);
+  }
+  weighted_rows<D, R>(s, vr, t.N, o);
+  for (int i = 0; i < R; ++i) {
+    const float inv = total[i] > 0.0f ? 1.0f / total[i] : 0.0f;
+    float* out = O.row(t.b, t.h, r0 + i);
+    for (int c = 0; c < D; ++c) out[c] = o[i][c] * inv;
+  }
+}
+
+template <int D>
+void split_forward_task(const Task& t, const Split& x, const View4& V, const View4& O, const float* mask, int64_t ms,
+                        float* lse, float* vr) {
+  rows<D>(V, t.b, t.h, t.N, vr);
+  int64_t r0 = 0;
+  for (; r0 + RB <= t.S; r0 += RB) split_forward_block<D, RB>(t, r0, x, O, mask, ms, lse, vr);
+  for (; r0 < t.S; ++r0) split_forward_block<D, 1>(t, r0, x, O, mask, ms, lse, vr);
+}
+
+template <int D, int R>
+void split_backward_block(const Task& t, int64_t r0, const Split& x, const View4& O, const View4& G,
+                          const float* mask, int64_t ms, const float* lse, int64_t ls, const float* vt, float* dsf,
+                          float* dsc, float* dv) {
+  alignas(64) float p_buf[R * kMaxKeys], ds_buf[R * kMaxKeys];
+  const Rows p{p_buf, t.Np}, ds{ds_buf, t.Np};
+  const float* g[R];
+  float delta[R];  // dO . O per row: the softmax's row term
+  for (int i = 0; i < R; ++i) {
+    g[i] = G.row(t.b, t.h, r0 + i);
+    const float* o = O.row(t.b, t.h, r0 + i);
+    delta[i] = 0.0f;
+    for (int c = 0; c < D; ++c) delta[i] += g[i][c] * o[c];
+  }
+  int64_t start[R], at[R];
+  x.locate<R>(t, r0, start, at);
+  for (int i = 0; i < R; ++i) split_scores(p[i], x.first(t, start[i]), x.cur(t, at[i]), mask + (r0 + i) * ms, t.N, t.Np);
+  dot_columns<D, R>(g, vt, t.Np, ds);  // dP = dO V^T
+  for (int i = 0; i < R; ++i) {
+    const int64_t r = r0 + i;
+    const float row_lse = lse[r * ls];
+    // the probabilities; a row with every key masked (lse -inf) gets exp(-inf) = 0 everywhere
+    const float shift = row_lse == kNegInf ? std::numeric_limits<float>::infinity() : row_lse;
+    float* pi = p[i];
+    float* dsi = ds[i];
+    float* f = dsf + start[i] * t.Np;
+    float* c = dsc + at[i] * t.Np;
+    for (int64_t j = 0; j < t.Np; j += 8) {
+      const vf8 pj = exp_le0(load8(pi + j) - shift);
+      store8(pi + j, pj);
+      const vf8 dsj = pj * (load8(dsi + j) - delta[i]);  // dS
+      store8(f + j, load8(f + j) + dsj);
+      store8(c + j, load8(c + j) + dsj);
+    }
+  }
+  add_outer<D, R>(p, g, t.N, dv);  // dV += P^T dO
+}
+
+template <int D>
+void split_backward_task(const Task& t, const Split& x, const View4& V, const View4& O, const View4& G,
+                         const float* mask, int64_t ms, const float* lse, int64_t ls, float* dsf_out, float* dsc_out,
+                         const View4& DV, float* vt, float* dsf, float* dsc, float* dv) {
+  columns<D>(V, t.b, t.h, t.N, t.Np, vt);
+  std::fill(dsf, dsf + x.starts * t.Np, 0.0f);
+  std::fill(dsc, dsc + t.N * t.Np, 0.0f);
+  std::fill(dv, dv + t.N * D, 0.0f);
+  int64_t r0 = 0;
+  for (; r0 + RB <= t.S; r0 += RB) split_backward_block<D, RB>(t, r0, x, O, G, mask, ms, lse, ls, vt, dsf, dsc, dv);
+  for (; r0 < t.S; ++r0) split_backward_block<D, 1>(t, r0, x, O, G, mask, ms, lse, ls, vt, dsf, dsc, dv);
+  for (int64_t i = 0; i < x.starts; ++i) std::memcpy(dsf_out + i * t.N, dsf + i * t.Np, t.N * sizeof(float));
+  for (int64_t j = 0; j < t.N; ++j) {
+    std::memcpy(dsc_out + j * t.N, dsc + j * t.Np, t.N * sizeof(float));
+    std::memcpy(DV.row(t.b, t.h, j), dv + j * D, D * sizeof(float));
+  }
+}
+
 void check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
   for (const auto* t : {&q, &k, &v, &mask}) {
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu() && t->dim() == 4,
@@ -322,7 +454,7 @@ std::tuple<at::Tensor, at::Tensor> glimpse_forward(const at::Tensor& q, const at
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> kt(d * Np), vr(N * d);
     for (int64_t task = begin; task < end; ++task) {
-      const Task t{task / H, task % H, S, N, Np};
+      const Task t{task / H, task % H, S, N, Np, H};
 #define CALL(W) \
   forward_task<W>(t, Q, K, V, O, mp + t.b * mask.stride(0), mask.stride(2), lp + task * S, scale, kt.data(), vr.data())
       HO_CO_GLIMPSE_WIDTH(d, CALL)
@@ -354,7 +486,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> glimpse_backward(const at::Tensor
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> kt(d * Np), vt(d * Np), kr(N * d), dkt(N * d), dvt(N * d);
     for (int64_t task = begin; task < end; ++task) {
-      const Task t{task / H, task % H, S, N, Np};
+      const Task t{task / H, task % H, S, N, Np, H};
 #define CALL(W)                                                                                                   \
   backward_task<W>(t, a, K, V, DK, DV, mp + t.b * mask.stride(0), mask.stride(2),                                 \
                    lp + t.b * lse.stride(0) + t.h * lse.stride(1), lse.stride(2), scale, kt.data(), vt.data(),    \
@@ -366,15 +498,103 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> glimpse_backward(const at::Tensor
   return {dq, dk, dv};
 }
 
+Split check_split(const at::Tensor& sf, const at::Tensor& sc, const at::Tensor& node, const at::Tensor& v,
+                  const at::Tensor& mask) {
+  for (const auto* t : {&sf, &sc, &v, &mask}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu() && t->dim() == 4,
+                "split glimpse attention: 4-d float32 CPU tensors only");
+  }
+  const int64_t B = v.size(0), H = v.size(1), N = v.size(2), d = v.size(3), S = sf.size(2), R = node.size(1);
+  TORCH_CHECK(sf.is_contiguous() && sc.is_contiguous() && sf.size(0) == B && sf.size(1) == H && sf.size(3) == N &&
+                  sc.size(0) == B && sc.size(1) == H && sc.size(2) == N && sc.size(3) == N,
+              "split glimpse attention: score tables must be contiguous [B, H, S, N] and [B, H, N, N] for values [B, H, N, d]");
+  TORCH_CHECK(node.scalar_type() == at::kLong && node.is_contiguous() && node.dim() == 2 && node.size(0) == B &&
+                  S >= 1 && R % S == 0,
+              "split glimpse attention: node must be contiguous int64 [B, R] with R a multiple of the ", S, " starts");
+  TORCH_CHECK(mask.size(0) == B && mask.size(1) == 1 && mask.size(2) == R && mask.size(3) == N && mask.stride(3) == 1,
+              "split glimpse attention: mask must be [B, 1, R, N] with unit stride over N");
+  TORCH_CHECK(N >= 1 && N <= kMaxKeys, "split glimpse attention: 1 to ", kMaxKeys, " keys, got ", N);
+  TORCH_CHECK(d == 8 || d == 16 || d == 32 || d == 64, "split glimpse attention: head width 8, 16, 32 or 64, got ", d);
+  if (node.numel() > 0) {
+    const auto range = at::aminmax(node);
+    TORCH_CHECK(std::get<0>(range).item<int64_t>() >= 0 && std::get<1>(range).item<int64_t>() < N,
+                "split glimpse attention: node indices must lie in [0, ", N, ")");
+  }
+  return Split{sf.data_ptr<float>(), sc.data_ptr<float>(), node.data_ptr<int64_t>(), S, R / S};
+}
+
+std::tuple<at::Tensor, at::Tensor> split_glimpse_forward(const at::Tensor& sf, const at::Tensor& sc,
+                                                         const at::Tensor& node, const at::Tensor& v,
+                                                         const at::Tensor& mask) {
+  const Split x = check_split(sf, sc, node, v, mask);
+  const int64_t B = v.size(0), H = v.size(1), N = v.size(2), d = v.size(3), R = node.size(1), Np = padded(N);
+  auto out = at::empty({B, R, H, d}, v.options()).transpose(1, 2);  // a free reshape to [B, R, H * d]
+  auto lse = at::empty({B, H, R}, v.options());
+  const View4 V(v), O(out);
+  const float* mp = mask.data_ptr<float>();
+  float* lp = lse.data_ptr<float>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> vr(N * d);
+    for (int64_t task = begin; task < end; ++task) {
+      const Task t{task / H, task % H, R, N, Np, H};
+#define CALL(W) split_forward_task<W>(t, x, V, O, mp + t.b * mask.stride(0), mask.stride(2), lp + task * R, vr.data())
+      HO_CO_GLIMPSE_WIDTH(d, CALL)
+#undef CALL
+    }
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> split_glimpse_backward(const at::Tensor& grad_out, const at::Tensor& sf,
+                                                                      const at::Tensor& sc, const at::Tensor& node,
+                                                                      const at::Tensor& v, const at::Tensor& mask,
+                                                                      const at::Tensor& out, const at::Tensor& lse) {
+  const Split x = check_split(sf, sc, node, v, mask);
+  const int64_t B = v.size(0), H = v.size(1), N = v.size(2), d = v.size(3), R = node.size(1), Np = padded(N);
+  for (const auto* t : {&grad_out, &out}) {
+    TORCH_CHECK(t->dim() == 4 && t->size(0) == B && t->size(1) == H && t->size(2) == R && t->size(3) == d &&
+                    t->scalar_type() == at::kFloat && t->stride(3) == 1,
+                "split glimpse attention backward: grad_out and out must be float32 [B, H, R, d], unit stride over d");
+  }
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == B && lse.size(1) == H && lse.size(2) == R &&
+                  lse.scalar_type() == at::kFloat,
+              "split glimpse attention backward: lse must be a float32 [B, H, R]");
+  auto dsf = at::empty_like(sf), dsc = at::empty_like(sc);
+  auto dv = at::empty({B, H, N, d}, v.options());
+  const View4 V(v), O(out), G(grad_out), DV(dv);
+  const float* mp = mask.data_ptr<float>();
+  const float* lp = lse.data_ptr<float>();
+  float* dfp = dsf.data_ptr<float>();
+  float* dcp = dsc.data_ptr<float>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> vt(d * Np), f(x.starts * Np), c(N * Np), dvt(N * d);
+    for (int64_t task = begin; task < end; ++task) {
+      const Task t{task / H, task % H, R, N, Np, H};
+#define CALL(W)                                                                                                \
+  split_backward_task<W>(t, x, V, O, G, mp + t.b * mask.stride(0), mask.stride(2),                             \
+                         lp + t.b * lse.stride(0) + t.h * lse.stride(1), lse.stride(2), dfp + task * x.starts * N, \
+                         dcp + task * N * N, DV, vt.data(), f.data(), c.data(), dvt.data())
+      HO_CO_GLIMPSE_WIDTH(d, CALL)
+#undef CALL
+    }
+  });
+  return {dsf, dsc, dv};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(ho_co_glimpse, m) {
   m.def("glimpse_forward(Tensor q, Tensor k, Tensor v, Tensor mask, float scale) -> (Tensor, Tensor)");
   m.def("glimpse_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor mask, Tensor out, Tensor lse, "
         "float scale) -> (Tensor, Tensor, Tensor)");
+  m.def("split_glimpse_forward(Tensor sf, Tensor sc, Tensor node, Tensor v, Tensor mask) -> (Tensor, Tensor)");
+  m.def("split_glimpse_backward(Tensor grad_out, Tensor sf, Tensor sc, Tensor node, Tensor v, Tensor mask, "
+        "Tensor out, Tensor lse) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(ho_co_glimpse, CPU, m) {
   m.impl("glimpse_forward", &glimpse_forward);
   m.impl("glimpse_backward", &glimpse_backward);
+  m.impl("split_glimpse_forward", &split_glimpse_forward);
+  m.impl("split_glimpse_backward", &split_glimpse_backward);
 }

@@ -92,16 +92,20 @@ def test_sampling_draws_the_same_tours_and_gradients(variant, tail, monkeypatch)
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_the_tour_pass_reuses_the_rollouts_attention_with_the_same_gradients(monkeypatch):
+@pytest.mark.parametrize("replay", ["tour_split", "tour_sdpa"])
+def test_the_tour_pass_reuses_the_rollouts_attention_with_the_same_gradients(monkeypatch, replay):
     """On CPU the pass over the chosen tours takes the rollout's attention outputs and runs only
-    their backward; recomputing them gives the same log-likelihoods and gradients."""
+    their backward (on split score tables, or on per-row queries when the query does not split);
+    recomputing them gives the same log-likelihoods and gradients."""
     from ho_co.routing import fast as fast_module
 
     _, policy = pair("matnet")
     env, td = instances("tsp")
+    if replay == "tour_sdpa":
+        monkeypatch.setattr(fast_module, "split_scores_apply", lambda *a: False)
     replays = []
-    original = fast_module.RolloutAttention.tour_sdpa
-    monkeypatch.setattr(fast_module.RolloutAttention, "tour_sdpa",
+    original = getattr(fast_module.RolloutAttention, replay)
+    monkeypatch.setattr(fast_module.RolloutAttention, replay,
                         lambda self, *a, **kw: replays.append(1) or original(self, *a, **kw))
     results = []
     for reuse in (True, False):

@@ -79,3 +79,63 @@ def test_the_switch_turns_the_kernel_off(monkeypatch):
     finally:
         monkeypatch.undo()
         fast.glimpse_kernel.cache_clear()
+
+
+def split_case(batch, heads, starts, per, keys, width, seed):
+    """Query parts, keys, values, each row's current node and a mask: rows (start, step) with the
+    query q_first[start] + q_cur[node], as MatNet's pointer has them."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    q_first, q_cur = torch.randn(batch, heads, starts, width), torch.randn(batch, heads, keys, width)
+    k, v = pointer_layout(batch, keys, heads, width), pointer_layout(batch, keys, heads, width)
+    nodes = torch.randint(0, keys, (batch, starts * per), generator=g)
+    return q_first, q_cur, k, v, nodes, visited_mask(batch, starts * per, keys, g)
+
+
+def per_row_query(q_first, q_cur, nodes, per):
+    b, h, _, d = q_first.shape
+    start = torch.arange(nodes.size(1)) // per
+    return q_first[:, :, start] + q_cur.gather(2, nodes[:, None, :, None].expand(b, h, -1, d))
+
+
+@pytest.mark.parametrize("width", [8, 16, 64])
+@pytest.mark.parametrize("starts, per, keys", [(50, 48, 50), (5, 1, 7), (13, 4, 13)])
+def test_split_scores_give_the_attention_of_the_summed_query(kernel, width, starts, per, keys):
+    q_first, q_cur, k, v, nodes, mask = split_case(2, 3, starts, per, keys, width, seed=starts * per + width)
+    tensors = [t.requires_grad_() for t in (q_first, q_cur, k, v)]
+    scale = width ** -0.5
+    expected = torch.nn.functional.scaled_dot_product_attention(per_row_query(q_first, q_cur, nodes, per), k, v,
+                                                                attn_mask=mask)
+    score_first, score_cur = q_first @ k.transpose(-1, -2) * scale, q_cur @ k.transpose(-1, -2) * scale
+    out, lse = kernel.split_glimpse_forward(score_first.detach(), score_cur.detach(), nodes, v.detach(), mask)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert out.transpose(1, 2).is_contiguous()  # [B, R, H, d], as the rollout stacks it
+
+    grad_out = torch.randn_like(out)
+    theirs = torch.autograd.grad((expected * grad_out).sum(), tensors)
+    d_first, d_cur, d_values = kernel.split_glimpse_backward(grad_out, score_first.detach(), score_cur.detach(), nodes,
+                                                             v.detach(), mask, out, lse)
+    mine = torch.autograd.grad((score_first * d_first).sum() + (score_cur * d_cur).sum(), tensors[:3])
+    for name, a, b in zip(("q_first", "q_cur", "k", "v"), (*mine, d_values), theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=name)
+
+
+def test_split_rows_with_every_key_masked_give_zeros(kernel):
+    q_first, q_cur, k, v, nodes, mask = split_case(2, 2, 3, 2, 6, 16, seed=1)
+    mask[1, 0, 4] = float("-inf")
+    score_first, score_cur = q_first @ k.transpose(-1, -2), q_cur @ k.transpose(-1, -2)
+    out, lse = kernel.split_glimpse_forward(score_first, score_cur, nodes, v, mask)
+    assert torch.all(out[1, :, 4] == 0) and torch.all(lse[1, :, 4] == float("-inf"))
+    grads = kernel.split_glimpse_backward(torch.ones_like(out), score_first, score_cur, nodes, v, mask, out, lse)
+    assert all(torch.isfinite(t).all() for t in (out, *grads))
+
+
+def test_split_attention_refuses_bad_nodes_and_row_counts(kernel):
+    q_first, q_cur, k, v, nodes, mask = split_case(1, 2, 3, 2, 6, 16, seed=2)
+    score_first, score_cur = q_first @ k.transpose(-1, -2), q_cur @ k.transpose(-1, -2)
+    with pytest.raises(RuntimeError, match=r"node indices must lie in \[0, 6\)"):
+        kernel.split_glimpse_forward(score_first, score_cur, nodes + 6, v, mask)
+    with pytest.raises(RuntimeError, match="multiple of the 3 starts"):
+        kernel.split_glimpse_forward(score_first, score_cur, nodes[:, :5].contiguous(), v, mask[:, :, :5])
+    with pytest.raises(RuntimeError, match="score tables must be contiguous"):
+        kernel.split_glimpse_forward(score_first.transpose(-1, -2), score_cur, nodes, v, mask)
