@@ -172,12 +172,16 @@ def pointer_step(
     return pointer_logp(tables, query, blocked, out_proj, sdpa_fn, mask_inner, tanh_clipping, temperature)
 
 
-def split_pointer_step(tables: StepTables, current: Tensor, blocked: Tensor, attend: Callable,
-                       out_proj: nn.Module | None, tanh_clipping: float, temperature: float) -> Tensor:
-    """`pointer_step` from the split score tables: `attend(tables, current, blocked)` is the
-    glimpse attention (`split_glimpse`, or a `RolloutAttention`'s `rollout_split`)."""
-    return pointer_tail(glimpse_logits(tables, attend(tables, current, blocked), out_proj), blocked,
-                        tanh_clipping, temperature)
+def split_pointer_step(tables: StepTables, current: Tensor, blocked: Tensor, split_logits: Callable,
+                       tanh_clipping: float, temperature: float) -> Tensor:
+    """`pointer_step` from the split score tables: `split_logits(tables, current, blocked)` gives the
+    pointer's logits (`split_pointer_logits`, or a `RolloutAttention`'s `rollout_logits`)."""
+    return pointer_tail(split_logits(tables, current, blocked), blocked, tanh_clipping, temperature)
+
+
+def split_pointer_logits(tables: StepTables, nodes: Tensor, blocked: Tensor, out_proj: nn.Module | None) -> Tensor:
+    """The pointer's logits from the split score tables, for a rollout step no gradient goes through."""
+    return glimpse_logits(tables, split_glimpse(tables, nodes, blocked), out_proj)
 
 
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
@@ -305,8 +309,8 @@ def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None,
     step_ids = torch.arange(steps, device=tours.device).view(1, 1, steps, 1)
     blocked = additive_mask((when.unsqueeze(2) > step_ids).flatten(1, 2), tables.keys.dtype)  # [B, S * steps, N]
     flat_cur = current.flatten(1)  # [B, S * steps]
-    if tables.score_first is not None:  # sdpa_fn is a split attention (`RolloutAttention.tour_split`)
-        logits = glimpse_logits(tables, sdpa_fn(tables, flat_cur, blocked), out_proj)
+    if tables.score_first is not None:  # sdpa_fn gives the logits (`RolloutAttention.tour_logits`)
+        logits = sdpa_fn(tables, flat_cur, blocked)
         return chosen_logp(logits, blocked, chosen.flatten(1), tanh_clipping, temperature).view(b, s, steps)
     if context_proj is None:
         query = tables.query_first.unsqueeze(2) + gather_rows(tables.query_cur, flat_cur).view(b, s, steps, -1)
@@ -435,18 +439,40 @@ class SplitAttention(torch.autograd.Function):
         return d_first, d_cur, None, d_values, None, None, None
 
 
+class ReplayedLogits(torch.autograd.Function):
+    """The pointer's logits glimpse . logit_keys (+ logit_bias) [B, R, N], forward given (the
+    rollout's own logits: the very values it sampled from), backward as the bmm's."""
+
+    @staticmethod
+    def forward(ctx, glimpse: Tensor, logit_keys: Tensor, logit_bias: Tensor | None, logits: Tensor) -> Tensor:
+        ctx.save_for_backward(glimpse, logit_keys)
+        ctx.has_bias = logit_bias is not None
+        return logits.detach()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        glimpse, logit_keys = ctx.saved_tensors
+        d_bias = grad.sum(1, keepdim=True) if ctx.has_bias else None
+        return torch.bmm(grad, logit_keys), torch.bmm(grad.transpose(1, 2), glimpse), d_bias, None
+
+
 class RolloutAttention:
     """The rollout's glimpse attentions, kept for the one pass over the chosen tours.
 
     Step t's queries, keys, values and mask are exactly the pass's rows for step t, so the
     pass takes the rollout's outputs (and log-sum-exps) instead of computing them again and
-    only runs the backward: one attention forward less per training step. CPU only (the glimpse
-    kernel and aten's CPU flash kernel return the log-sum-exp their backward needs).
+    only runs the backward: one attention forward less per training step. With split score
+    tables and a folded output projection, the rollout's logits are kept as well, which spares
+    the pass its largest matmul. CPU only (the glimpse kernel and aten's CPU flash kernel return
+    the log-sum-exp their backward needs).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, out_proj: nn.Module | None = None) -> None:
+        self.out_proj = out_proj  # the pointer's output projection when not folded into the logit keys
         self.outs: list[Tensor] = []
         self.logsumexps: list[Tensor] = []
+        self.logits: list[Tensor] = []
 
     @staticmethod
     def applies(sdpa_fn: Callable, mask_inner: bool, device: torch.device, dtype: torch.dtype) -> bool:
@@ -456,8 +482,12 @@ class RolloutAttention:
     def rollout_sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         return self.keep(*flash_forward(q, k, v, attn_mask))
 
-    def rollout_split(self, tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
-        return self.keep(*split_glimpse_forward(tables, nodes, blocked))
+    def rollout_logits(self, tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
+        """A rollout step's logits from the split score tables, its attention and logits kept."""
+        logits = glimpse_logits(tables, self.keep(*split_glimpse_forward(tables, nodes, blocked)), self.out_proj)
+        if self.out_proj is None:
+            self.logits.append(logits)
+        return logits
 
     def keep(self, out: Tensor, logsumexp: Tensor) -> Tensor:
         self.outs.append(out)
@@ -479,12 +509,17 @@ class RolloutAttention:
         """The pass's attention on its queries [B, H, S * steps, d]."""
         return ReplayedAttention.apply(q, k, v, attn_mask, *self.kept(q.shape))
 
-    def tour_split(self, tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
-        """The pass's attention on split score tables, for nodes [B, S * steps]."""
-        b, h, _, d = tables.values.shape
-        out, logsumexp = self.kept(torch.Size((b, h, nodes.size(1), d)))
-        return SplitAttention.apply(tables.score_first, tables.score_cur, nodes.contiguous(), tables.values,
-                                    blocked.unsqueeze(1), out, logsumexp)
+    def tour_logits(self, tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
+        """The pass's logits [B, S * steps, N] on split score tables, for nodes [B, S * steps]."""
+        b, h, rows, d = (*tables.values.shape[:2], nodes.size(1), tables.values.size(-1))
+        out, logsumexp = self.kept(torch.Size((b, h, rows, d)))
+        glimpse = SplitAttention.apply(tables.score_first, tables.score_cur, nodes.contiguous(), tables.values,
+                                       blocked.unsqueeze(1), out, logsumexp)
+        if self.out_proj is not None:
+            return glimpse_logits(tables, glimpse, self.out_proj)
+        logits = torch.stack(self.logits, 2).flatten(1, 2)  # [B, S, steps, N] -> rows (start, step)
+        return ReplayedLogits.apply(glimpse.transpose(1, 2).reshape(b, rows, h * d), tables.logit_keys,
+                                    tables.logit_bias, logits)
 
 
 DECODE_KERNEL = os.path.join(os.path.dirname(__file__), "decode_kernel.cpp")
@@ -616,11 +651,12 @@ class FastMatNetPolicy(AutoregressivePolicy):
         rollout_sdpa = tour_sdpa = pointer.sdpa_fn
         if RolloutAttention.applies(pointer.sdpa_fn, pointer.mask_inner, row_emb.device, row_emb.dtype):
             if tour_graph:
-                kept = RolloutAttention()
-                rollout_sdpa, tour_sdpa = (kept.rollout_split, kept.tour_split) if split else (kept.rollout_sdpa,
-                                                                                             kept.tour_sdpa)
+                kept = RolloutAttention(layers[1])
+                rollout_sdpa, tour_sdpa = (kept.rollout_logits, kept.tour_logits) if split else (kept.rollout_sdpa,
+                                                                                               kept.tour_sdpa)
             else:  # no gradient through the rollout: the CPU kernel's forward alone
-                rollout_sdpa = split_glimpse if split else glimpse_attention
+                rollout_sdpa = (functools.partial(split_pointer_logits, out_proj=layers[1]) if split
+                                else glimpse_attention)
         with torch.no_grad() if tour_graph else contextlib.nullcontext():
             fused = no_grad and mode == "sampling" and fused_sampling_applies(row_emb.device, row_emb.dtype)
             blocked = row_emb.new_zeros(batch, num_starts, num_loc)
@@ -628,7 +664,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
             current, tours, logps = first, [first], []
             for _ in range(num_loc - 2):
                 if split:
-                    logp = split_pointer_step(tables, current, blocked, rollout_sdpa, layers[1], *settings[1:])
+                    logp = split_pointer_step(tables, current, blocked, rollout_sdpa, *settings[1:])
                 else:
                     logp = step(tables, first, current, blocked, *layers, rollout_sdpa, *settings)
                 if mode == "greedy":

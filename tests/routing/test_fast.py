@@ -92,7 +92,7 @@ def test_sampling_draws_the_same_tours_and_gradients(variant, tail, monkeypatch)
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("replay", ["tour_split", "tour_sdpa"])
+@pytest.mark.parametrize("replay", ["tour_logits", "tour_sdpa"])
 def test_the_tour_pass_reuses_the_rollouts_attention_with_the_same_gradients(monkeypatch, replay):
     """On CPU the pass over the chosen tours takes the rollout's attention outputs and runs only
     their backward (on split score tables, or on per-row queries when the query does not split);
