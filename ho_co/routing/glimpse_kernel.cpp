@@ -353,12 +353,22 @@ void split_forward_block(const Task& t, int64_t r0, const Split& x, const View4&
   }
 }
 
+// `next` is the next task's score_cur block ([N, N]) or null. Its rows will be read in node order,
+// which the hardware prefetcher cannot guess (random nodes made a rollout step ~1.4x slower than
+// sequential ones), so a share of its cache lines is fetched during each block of this task.
 template <int D>
 void split_forward_task(const Task& t, const Split& x, const View4& V, const View4& O, const float* mask, int64_t ms,
-                        float* lse, float* vr) {
+                        float* lse, float* vr, const float* next) {
   rows<D>(V, t.b, t.h, t.N, vr);
+  const int64_t lines = (t.N * t.N + 15) / 16, blocks = std::max<int64_t>(1, t.S / RB);
+  const int64_t per_block = (lines + blocks - 1) / blocks;
+  int64_t fetched = 0;
   int64_t r0 = 0;
-  for (; r0 + RB <= t.S; r0 += RB) split_forward_block<D, RB>(t, r0, x, O, mask, ms, lse, vr);
+  for (; r0 + RB <= t.S; r0 += RB) {
+    if (next)
+      for (int64_t e = std::min(lines, fetched + per_block); fetched < e; ++fetched) __builtin_prefetch(next + 16 * fetched);
+    split_forward_block<D, RB>(t, r0, x, O, mask, ms, lse, vr);
+  }
   for (; r0 < t.S; ++r0) split_forward_block<D, 1>(t, r0, x, O, mask, ms, lse, vr);
 }
 
@@ -537,7 +547,9 @@ std::tuple<at::Tensor, at::Tensor> split_glimpse_forward(const at::Tensor& sf, c
     std::vector<float> vr(N * d);
     for (int64_t task = begin; task < end; ++task) {
       const Task t{task / H, task % H, R, N, Np, H};
-#define CALL(W) split_forward_task<W>(t, x, V, O, mp + t.b * mask.stride(0), mask.stride(2), lp + task * R, vr.data())
+      const float* next = task + 1 < end ? x.sc + (task + 1) * N * N : nullptr;
+#define CALL(W) \
+  split_forward_task<W>(t, x, V, O, mp + t.b * mask.stride(0), mask.stride(2), lp + task * R, vr.data(), next)
       HO_CO_GLIMPSE_WIDTH(d, CALL)
 #undef CALL
     }
