@@ -186,7 +186,8 @@ def split_pointer_logits(tables: StepTables, nodes: Tensor, blocked: Tensor, out
 
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     """A bool mask (True: may be visited) as the float one the pointer adds: 0 or -inf."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(allowed.logical_not(), float("-inf"))
+    zero, blocked = (torch.tensor(x, dtype=dtype, device=allowed.device) for x in (0.0, float("-inf")))
+    return torch.where(allowed, zero, blocked)
 
 
 def pointer_logits(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: nn.Module | None, sdpa_fn: Callable,
