@@ -73,6 +73,7 @@ from ho_co.routing.glimpse import (
     split_forward,
 )
 from ho_co.routing.mixer import fuse_mixers
+from ho_co.routing.pointer_tail import chosen_logp, pointer_tail
 
 # the rl4co whose decoder internals (cache layout, context and pointer modules, sampling rows) the
 # lean loop reproduces; another version may change them without an error, so it is refused
@@ -222,78 +223,12 @@ def glimpse_logits(tables: StepTables, glimpse: Tensor, out_proj: nn.Module | No
     return torch.bmm(out_proj(glimpse), tables.logit_keys.transpose(1, 2)) / math.sqrt(e)
 
 
-def masked_scores(logits: Tensor, blocked: Tensor, tanh_clipping: float, temperature: float) -> Tensor:
-    """rl4co's `process_logits` before its log-softmax: clipping, mask, temperature. Adding 0 /
-    -inf is its `where(mask, logits, -inf)` for the finite logits."""
-    if tanh_clipping > 0:
-        logits = torch.tanh(logits) * tanh_clipping
-    logits = logits + blocked
-    if temperature != 1.0:  # x / 1 is x: one kernel less per step
-        logits = logits / temperature
-    return logits
-
-
 def pointer_logp(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: nn.Module | None, sdpa_fn: Callable,
                  mask_inner: bool, tanh_clipping: float, temperature: float) -> Tensor:
     """Log-probabilities [B, Q, N] of MatNet's pointer (see `pointer_logits`); without autograd on
     CPU, the clipping, mask, temperature and log-softmax run as one pass (`pointer_kernel.cpp`)."""
     return pointer_tail(pointer_logits(tables, query, blocked, out_proj, sdpa_fn, mask_inner), blocked,
                         tanh_clipping, temperature)
-
-
-def pointer_tail(logits: Tensor, blocked: Tensor, tanh_clipping: float, temperature: float) -> Tensor:
-    """Log-probabilities from the pointer's logits: `masked_scores` and a log-softmax."""
-    if not (torch.is_grad_enabled() and logits.requires_grad) and pointer_tail_applies(logits, blocked):
-        return pointer_kernel().pointer_log_softmax(logits, blocked, tanh_clipping, temperature)
-    return F.log_softmax(masked_scores(logits, blocked, tanh_clipping, temperature), dim=-1)
-
-
-POINTER_KERNEL = os.path.join(os.path.dirname(__file__), "pointer_kernel.cpp")
-POINTER_SWITCH = "HO_CO_FUSED_POINTER"  # "0": the pointer's tail runs as eager torch ops
-
-
-@functools.cache
-def pointer_kernel():
-    """The CPU kernel of the pointer's tail (pointer_kernel.cpp), or None when unavailable."""
-    if os.environ.get(POINTER_SWITCH, "1") == "0":
-        return None
-    return build_kernel(POINTER_KERNEL, "ho_co_pointer", "the CPU pointer-tail kernel", "using eager torch ops")
-
-
-def pointer_tail_applies(logits: Tensor, blocked: Tensor) -> bool:
-    """Whether logits and mask can go through the pointer-tail kernel: contiguous float32 CPU
-    tensors of one shape, outside torch.compile."""
-    return (logits.device.type == "cpu" and logits.dtype == torch.float32 and blocked.dtype == torch.float32
-            and logits.shape == blocked.shape and logits.is_contiguous() and blocked.is_contiguous()
-            and not torch.compiler.is_compiling() and pointer_kernel() is not None)
-
-
-class ChosenLogp(torch.autograd.Function):
-    """log_softmax(masked_scores(logits))[chosen] per row, forward and backward by the CPU kernel:
-    one pass over [B, Q, N] each way instead of eager's five or six."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, blocked: Tensor, chosen: Tensor, tanh_clipping: float, temperature: float):
-        logp, lse, tanh_or_logits = pointer_kernel().pointer_chosen_forward(
-            logits, blocked, chosen, tanh_clipping, temperature)
-        ctx.save_for_backward(tanh_or_logits, blocked, chosen, lse)
-        ctx.settings = (tanh_clipping, temperature)
-        return logp
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        tanh_or_logits, blocked, chosen, lse = ctx.saved_tensors
-        d_logits = pointer_kernel().pointer_chosen_backward(grad, tanh_or_logits, blocked, chosen, lse, *ctx.settings)
-        return d_logits, None, None, None, None
-
-
-def chosen_logp(logits: Tensor, blocked: Tensor, chosen: Tensor, tanh_clipping: float, temperature: float) -> Tensor:
-    """Log-probabilities [B, Q] of the chosen nodes [B, Q] under logits and masks [B, Q, N]."""
-    if pointer_tail_applies(logits, blocked):
-        return ChosenLogp.apply(logits, blocked, chosen.contiguous(), tanh_clipping, temperature)
-    logp = F.log_softmax(masked_scores(logits, blocked, tanh_clipping, temperature), dim=-1)
-    return logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
 
 def uniforms(rows: int, cols: int, device: torch.device) -> Tensor:

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ho_co.routing import fast
+from ho_co.routing import pointer_tail as tail
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    ops = fast.pointer_kernel()
+    ops = tail.pointer_kernel()
     assert ops is not None, "the pointer-tail kernel did not build (a C++ compiler and torch's headers are needed)"
     return ops
 
@@ -24,7 +24,7 @@ def logits_and_mask(rows, keys, seed):
 
 
 def eager_logp(logits, mask, clip, temperature):
-    return F.log_softmax(fast.masked_scores(logits, mask, clip, temperature), -1)
+    return F.log_softmax(tail.masked_scores(logits, mask, clip, temperature), -1)
 
 
 @pytest.mark.parametrize("keys", [1, 7, 8, 13, 50])
@@ -52,7 +52,7 @@ def test_chosen_logp_and_its_gradient_match_eager_autograd(keys, clip, temperatu
     chosen = torch.where(mask == 0, torch.rand(mask.shape), -1.0).argmax(-1)
     grad = torch.randn(chosen.shape)
     mine_in, eager_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    mine = fast.ChosenLogp.apply(mine_in, mask, chosen, clip, temperature)
+    mine = tail.ChosenLogp.apply(mine_in, mask, chosen, clip, temperature)
     expected = eager_logp(eager_in, mask, clip, temperature).gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(mine, expected, rtol=0, atol=1e-5)
     mine.backward(grad)
@@ -84,11 +84,11 @@ def test_tanh_is_within_two_ulp_and_keeps_nan_and_signs(kernel):
 
 def test_the_switch_turns_the_kernel_off(monkeypatch):
     logits, mask = logits_and_mask(2, 5, 3)
-    monkeypatch.setenv(fast.POINTER_SWITCH, "0")
-    fast.pointer_kernel.cache_clear()
+    monkeypatch.setenv(tail.POINTER_SWITCH, "0")
+    tail.pointer_kernel.cache_clear()
     try:
-        assert fast.pointer_kernel() is None and not fast.pointer_tail_applies(logits, mask)
+        assert tail.pointer_kernel() is None and not tail.pointer_tail_applies(logits, mask)
     finally:
         monkeypatch.undo()
-        fast.pointer_kernel.cache_clear()
-    assert fast.pointer_tail_applies(logits, mask) and not fast.pointer_tail_applies(logits, mask.transpose(0, 1))
+        tail.pointer_kernel.cache_clear()
+    assert tail.pointer_tail_applies(logits, mask) and not tail.pointer_tail_applies(logits, mask.transpose(0, 1))
