@@ -22,12 +22,11 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
   small ones; on CPU the rollout's multinomial draws go through a small sampler kernel
   (`decode_kernel.cpp`: the same generator use and indices, without exponential_'s scalar loop),
   the pointer's glimpse attention (50 keys, 16-wide heads) through a kernel built for that shape
-  (`glimpse_kernel.cpp`: aten's flash attention's values to float rounding, forward and
-  backward; with the query split into its first-node and current-node parts, the scores come
-  from two tables made once per batch, `SplitAttention`), the pointer's tail (tanh clipping,
-  mask, temperature, log-softmax; in the pass,
+  (`ho_co.routing.glimpse`: aten's flash attention's values to float rounding; with the query
+  split into its first-node and current-node parts, the scores come from two tables made once
+  per batch), the pointer's tail (tanh clipping, mask, temperature, log-softmax; in the pass,
   the chosen node's log-probability and its backward) through one pass per row
-  (`pointer_kernel.cpp`, to float rounding), and MatNet's mixer through a fused kernel
+  (`ho_co.routing.pointer_tail`, to float rounding), and MatNet's mixer through a fused kernel
   (`ho_co.routing.mixer`);
 - the step itself is one function of tensors (`pointer_step`), so on CUDA it and the encoder
   can be handed to `torch.compile` (opt-in: `compile="default"` or `"reduce-overhead"`, which
