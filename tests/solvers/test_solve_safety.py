@@ -133,7 +133,7 @@ def _alive(pids: set[int]) -> set[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stopped_run_ends_its_workers_and_resumes(tmp_path, signum):
-    size = 150
+    size = 600  # enough work that the signal lands mid-run on a fast idle box too (150 could finish first)
     inst = save_instances(tmp_path / "t.npz", locs=generate_tsp(10, size, seed=5))
     out, partial = tmp_path / "r.npz", tmp_path / "r.npz.partial.jsonl"
     cmd = [sys.executable, "-m", "ho_co.cli", "solve", "--solver", "exact", "--instances",
