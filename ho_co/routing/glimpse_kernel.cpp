@@ -301,8 +301,7 @@ struct Split {
   const int64_t* node;
   int64_t starts, per;  // rows per start
 
-  // the start and the node of rows r0 .. r0 + R - 1 (one division per block: a 64-bit division
-  // per row sat on the path to each row's loads)
+  // the start and the node of rows r0 .. r0 + R - 1
   template <int R>
   void locate(const Task& t, int64_t r0, int64_t* start, int64_t* at) const {
     int64_t s = r0 / per, step = r0 - s * per;
