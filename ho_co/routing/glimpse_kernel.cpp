@@ -185,18 +185,13 @@ struct Task {  // one (instance, head) and the shapes: S query rows, N keys (Np 
   int64_t b, h, S, N, Np, h_count;
 };
 
+// rows r0 .. r0 + R - 1 of the output from their masked scores s (overwritten): each row's
+// softmax, its log-sum-exp into lse, and the softmax-weighted sum of the values (vr, [N, D])
 template <int D, int R>
-void forward_block(const Task& t, int64_t r0, const View4& Q, const View4& O, const float* mask, int64_t ms,
-                   float* lse, float scale, const float* kt, const float* vr) {
-  alignas(64) float s_buf[R * kMaxKeys];
-  const Rows s{s_buf, t.Np};
+void softmax_rows(const Task& t, int64_t r0, Rows s, const View4& O, float* lse, const float* vr) {
   alignas(64) float o[R][D];
-  const float* q[R];
-  for (int i = 0; i < R; ++i) q[i] = Q.row(t.b, t.h, r0 + i);
-  dot_columns<D, R>(q, kt, t.Np, s);
   float total[R];
   for (int i = 0; i < R; ++i) {
-    mask_scores(s[i], mask + (r0 + i) * ms, scale, t.N, t.Np);
     const float top = row_max(s[i], t.Np);
     if (top == kNegInf) {  // every key masked: no glimpse
       std::fill(s[i], s[i] + t.Np, 0.0f);
@@ -213,6 +208,18 @@ void forward_block(const Task& t, int64_t r0, const View4& Q, const View4& O, co
     float* out = O.row(t.b, t.h, r0 + i);
     for (int c = 0; c < D; ++c) out[c] = o[i][c] * inv;
   }
+}
+
+template <int D, int R>
+void forward_block(const Task& t, int64_t r0, const View4& Q, const View4& O, const float* mask, int64_t ms,
+                   float* lse, float scale, const float* kt, const float* vr) {
+  alignas(64) float s_buf[R * kMaxKeys];
+  const Rows s{s_buf, t.Np};
+  const float* q[R];
+  for (int i = 0; i < R; ++i) q[i] = Q.row(t.b, t.h, r0 + i);
+  dot_columns<D, R>(q, kt, t.Np, s);
+  for (int i = 0; i < R; ++i) mask_scores(s[i], mask + (r0 + i) * ms, scale, t.N, t.Np);
+  softmax_rows<D, R>(t, r0, s, O, lse, vr);
 }
 
 template <int D>
@@ -327,29 +334,10 @@ void split_forward_block(const Task& t, int64_t r0, const Split& x, const View4&
                          float* lse, const float* vr) {
   alignas(64) float s_buf[R * kMaxKeys];
   const Rows s{s_buf, t.Np};
-  alignas(64) float o[R][D];
-  float total[R];
   int64_t start[R], at[R];
   x.locate<R>(t, r0, start, at);
   for (int i = 0; i < R; ++i) split_scores(s[i], x.first(t, start[i]), x.cur(t, at[i]), mask + (r0 + i) * ms, t.N, t.Np);
-  for (int i = 0; i < R; ++i) {
-    const int64_t r = r0 + i;
-    const float top = row_max(s[i], t.Np);
-    if (top == kNegInf) {  // every key masked: no glimpse
-      std::fill(s[i], s[i] + t.Np, 0.0f);
-      total[i] = 0.0f;
-      lse[r] = kNegInf;
-      continue;
-    }
-    total[i] = exp_shifted(s[i], top, t.Np);
-    lse[r] = top + std::log(total[i]);
-  }
-  weighted_rows<D, R>(s, vr, t.N, o);
-  for (int i = 0; i < R; ++i) {
-    const float inv = total[i] > 0.0f ? 1.0f / total[i] : 0.0f;
-    float* out = O.row(t.b, t.h, r0 + i);
-    for (int c = 0; c < D; ++c) out[c] = o[i][c] * inv;
-  }
+  softmax_rows<D, R>(t, r0, s, O, lse, vr);
 }
 
 // `next` is the next task's score_cur block ([N, N]) or null. Its rows will be read in node order,
