@@ -10,6 +10,7 @@ flags, so machines of different kinds sharing a cache each get their own build. 
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 
 import torch
@@ -25,10 +26,13 @@ def cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
-def build_kernel(source: str, namespace: str, what: str, fallback: str):
+def build_kernel(source: str, namespace: str, switch: str, what: str, fallback: str):
     """Compile `source` (which registers the torch.ops `namespace`) for this CPU, cached, and return
-    that namespace; or None with a warning naming `what` is unavailable and the `fallback` used
-    instead, when it cannot be built (no compiler, no headers, a build error)."""
+    that namespace; or None when the environment variable `switch` is "0" (the eager path, for A/B
+    runs), or, with a warning naming `what` is unavailable and the `fallback` used instead, when it
+    cannot be built (no compiler, no headers, a build error)."""
+    if os.environ.get(switch, "1") == "0":
+        return None
     try:
         from torch.utils.cpp_extension import load
 

@@ -36,9 +36,7 @@ ENV_SWITCH = "HO_CO_FUSED_KERNEL"
 @functools.cache
 def fused_kernel():
     """The compiled kernel's ops namespace, or None (with a warning) when it cannot be built."""
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        return None
-    return build_kernel(KERNEL_SOURCE, "ho_co_kernels", "HOLinear's fused CPU kernel",
+    return build_kernel(KERNEL_SOURCE, "ho_co_kernels", ENV_SWITCH, "HOLinear's fused CPU kernel",
                         "using the eager torch implementation")
 
 

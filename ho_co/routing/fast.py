@@ -380,9 +380,8 @@ DECODE_SWITCH = "HO_CO_FUSED_SAMPLING"  # "0": the rollout samples with torch.mu
 @functools.cache
 def decode_kernel():
     """The CPU sampler (decode_kernel.cpp), or None when unavailable."""
-    if os.environ.get(DECODE_SWITCH, "1") == "0":
-        return None
-    return build_kernel(DECODE_KERNEL, "ho_co_decode", "the CPU sampling kernel", "sampling with torch.multinomial")
+    return build_kernel(DECODE_KERNEL, "ho_co_decode", DECODE_SWITCH, "the CPU sampling kernel",
+                        "sampling with torch.multinomial")
 
 
 def fused_sampling_applies(device: torch.device, dtype: torch.dtype) -> bool:

@@ -28,9 +28,7 @@ GLIMPSE_SWITCH = "HO_CO_FUSED_GLIMPSE"  # "0": the pointer's attention runs aten
 @functools.cache
 def glimpse_kernel():
     """The CPU glimpse-attention kernel (glimpse_kernel.cpp), or None when unavailable."""
-    if os.environ.get(GLIMPSE_SWITCH, "1") == "0":
-        return None
-    return build_kernel(GLIMPSE_KERNEL, "ho_co_glimpse", "the CPU glimpse-attention kernel",
+    return build_kernel(GLIMPSE_KERNEL, "ho_co_glimpse", GLIMPSE_SWITCH, "the CPU glimpse-attention kernel",
                         "using aten's flash attention")
 
 

@@ -35,9 +35,8 @@ ENV_SWITCH = "HO_CO_FUSED_MIXER"  # "0": always rl4co's eager mixer
 @functools.cache
 def kernel():
     """The compiled kernel's ops namespace, or None (with a warning) when it cannot be built."""
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        return None
-    return build_kernel(KERNEL_SOURCE, "ho_co_mixer", "the fused MatNet mixer kernel", "using rl4co's eager mixer")
+    return build_kernel(KERNEL_SOURCE, "ho_co_mixer", ENV_SWITCH, "the fused MatNet mixer kernel",
+                        "using rl4co's eager mixer")
 
 
 class _MixedSoftmax(torch.autograd.Function):

@@ -46,9 +46,8 @@ POINTER_SWITCH = "HO_CO_FUSED_POINTER"  # "0": the pointer's tail runs as eager 
 @functools.cache
 def pointer_kernel():
     """The CPU kernel of the pointer's tail (pointer_kernel.cpp), or None when unavailable."""
-    if os.environ.get(POINTER_SWITCH, "1") == "0":
-        return None
-    return build_kernel(POINTER_KERNEL, "ho_co_pointer", "the CPU pointer-tail kernel", "using eager torch ops")
+    return build_kernel(POINTER_KERNEL, "ho_co_pointer", POINTER_SWITCH, "the CPU pointer-tail kernel",
+                        "using eager torch ops")
 
 
 def pointer_tail_applies(logits: Tensor, blocked: Tensor) -> bool:
