@@ -236,6 +236,23 @@ struct Grads {
   const View4 &Q, &O, &G, &DQ;
 };
 
+// the output-gradient rows g of rows r0 .. r0 + R - 1 and each row's dO . O (delta: the softmax's row term)
+template <int D, int R>
+void output_grads(const Task& t, int64_t r0, const View4& O, const View4& G, const float** g, float* delta) {
+  for (int i = 0; i < R; ++i) {
+    g[i] = G.row(t.b, t.h, r0 + i);
+    const float* o = O.row(t.b, t.h, r0 + i);
+    delta[i] = 0.0f;
+    for (int c = 0; c < D; ++c) delta[i] += g[i][c] * o[c];
+  }
+}
+
+// the shift that turns a row's masked scores into its probabilities, exp(s - shift): its log-sum-exp,
+// or +inf for a row with every key masked (lse -inf), whose probabilities are then 0 everywhere
+inline float probability_shift(float row_lse) {
+  return row_lse == kNegInf ? std::numeric_limits<float>::infinity() : row_lse;
+}
+
 template <int D, int R>
 void backward_block(const Task& t, int64_t r0, const Grads& a, const float* mask, int64_t ms, const float* lse,
                     int64_t ls, float scale, const float* kt, const float* vt, const float* kr, float* dk, float* dv) {
@@ -243,21 +260,14 @@ void backward_block(const Task& t, int64_t r0, const Grads& a, const float* mask
   const Rows p{p_buf, t.Np}, ds{ds_buf, t.Np};
   alignas(64) float dq[R][D];
   const float *q[R], *g[R];
-  float delta[R];  // dO . O per row: the softmax's row term
-  for (int i = 0; i < R; ++i) {
-    q[i] = a.Q.row(t.b, t.h, r0 + i);
-    g[i] = a.G.row(t.b, t.h, r0 + i);
-    const float* o = a.O.row(t.b, t.h, r0 + i);
-    delta[i] = 0.0f;
-    for (int c = 0; c < D; ++c) delta[i] += g[i][c] * o[c];
-  }
+  float delta[R];
+  output_grads<D, R>(t, r0, a.O, a.G, g, delta);
+  for (int i = 0; i < R; ++i) q[i] = a.Q.row(t.b, t.h, r0 + i);
   dot_columns<D, R>(q, kt, t.Np, p);
   dot_columns<D, R>(g, vt, t.Np, ds);  // dP = dO V^T
   for (int i = 0; i < R; ++i) {
     mask_scores(p[i], mask + (r0 + i) * ms, scale, t.N, t.Np);
-    const float row_lse = lse[(r0 + i) * ls];
-    // the probabilities; a row with every key masked (lse -inf) gets exp(-inf) = 0 everywhere
-    const float shift = row_lse == kNegInf ? std::numeric_limits<float>::infinity() : row_lse;
+    const float shift = probability_shift(lse[(r0 + i) * ls]);
     float* pi = p[i];
     float* dsi = ds[i];
     for (int64_t j = 0; j < t.Np; j += 8) {
@@ -366,22 +376,14 @@ void split_backward_block(const Task& t, int64_t r0, const Split& x, const View4
   alignas(64) float p_buf[R * kMaxKeys], ds_buf[R * kMaxKeys];
   const Rows p{p_buf, t.Np}, ds{ds_buf, t.Np};
   const float* g[R];
-  float delta[R];  // dO . O per row: the softmax's row term
-  for (int i = 0; i < R; ++i) {
-    g[i] = G.row(t.b, t.h, r0 + i);
-    const float* o = O.row(t.b, t.h, r0 + i);
-    delta[i] = 0.0f;
-    for (int c = 0; c < D; ++c) delta[i] += g[i][c] * o[c];
-  }
+  float delta[R];
+  output_grads<D, R>(t, r0, O, G, g, delta);
   int64_t start[R], at[R];
   x.locate<R>(t, r0, start, at);
   for (int i = 0; i < R; ++i) split_scores(p[i], x.first(t, start[i]), x.cur(t, at[i]), mask + (r0 + i) * ms, t.N, t.Np);
   dot_columns<D, R>(g, vt, t.Np, ds);  // dP = dO V^T
   for (int i = 0; i < R; ++i) {
-    const int64_t r = r0 + i;
-    const float row_lse = lse[r * ls];
-    // the probabilities; a row with every key masked (lse -inf) gets exp(-inf) = 0 everywhere
-    const float shift = row_lse == kNegInf ? std::numeric_limits<float>::infinity() : row_lse;
+    const float shift = probability_shift(lse[(r0 + i) * ls]);
     float* pi = p[i];
     float* dsi = ds[i];
     float* f = dsf + start[i] * t.Np;
