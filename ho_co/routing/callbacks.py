@@ -76,33 +76,64 @@ class EpochSeed(Callback):
         torch.manual_seed(int(state[1]))
 
 
+# A scheduler's progress, as opposed to its settings (milestones, gamma, ...), in its state_dict.
+SCHEDULER_PROGRESS = frozenset({"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial",
+                                "base_lrs", "verbose"})
+
+
+def schedule_settings(scheduler) -> dict:
+    """What a learning-rate schedule was configured with: its state_dict less its progress."""
+    return {k: v for k, v in scheduler.state_dict().items() if k not in SCHEDULER_PROGRESS}
+
+
 class ScheduleByEpoch(Callback):
-    """An epoch-interval learning-rate schedule follows the run's absolute epoch, also when it is
-    added to a resumed run whose checkpoint holds no state for it (a long run trained at a
-    constant rate that now gets POMO's x0.1 drop: `model.lr_scheduler=MultiStepLR
-    model.lr_scheduler_kwargs.milestones=[E]`). Lightning would start such a schedule at epoch 0
-    of the resume; here its epoch is set to the run's and the rate to the schedule's closed form
-    at that epoch. A schedule restored from the checkpoint is already in step and is left alone."""
+    """An epoch-interval learning-rate schedule follows the run's absolute epoch and the run's
+    config, also on a resume. Added to a resumed run whose checkpoint holds no state for it (a long
+    run trained at a constant rate that now gets POMO's x0.1 drop: `model.lr_scheduler=MultiStepLR
+    model.lr_scheduler_kwargs.milestones=[E]`), Lightning would start it at epoch 0 of the resume;
+    resumed with other settings than the checkpoint's (a second drop: `milestones=[85,E]`),
+    Lightning would restore the checkpoint's and silently ignore the config. Here the config's
+    settings take over (one line says so), the schedule's epoch is set to the run's, and the rate
+    to the schedule's closed form at that epoch. A schedule restored in step with its config is
+    left alone."""
 
     def __init__(self):
+        self._configured: list[dict] | None = None
         self._checked = False
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # after configure_optimizers, before a checkpoint's restore
+        self._configured = [schedule_settings(config.scheduler) for config in trainer.lr_scheduler_configs]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:  # the first epoch's number is known here
         if self._checked:
             return
         self._checked = True
-        for config in trainer.lr_scheduler_configs:
+        configured = self._configured or [None] * len(trainer.lr_scheduler_configs)
+        for config, settings in zip(trainer.lr_scheduler_configs, configured):
             scheduler = config.scheduler
-            if config.interval != "epoch" or scheduler.last_epoch == trainer.current_epoch:
+            if config.interval != "epoch":
+                continue
+            restored = schedule_settings(scheduler)
+            changed = settings is not None and restored != settings
+            if not changed and scheduler.last_epoch == trainer.current_epoch:
                 continue
             if not hasattr(scheduler, "_get_closed_form_lr"):
                 raise ValueError(f"{type(scheduler).__name__} has no closed form to resume at epoch "
                                  f"{trainer.current_epoch}; resume with its own checkpoint state or another schedule")
+            if changed:
+                scheduler.__dict__.update(settings)
+                if trainer.is_global_zero:
+                    print(f"learning-rate schedule from epoch {trainer.current_epoch} on: {_shown(settings)} "
+                          f"(the config's; the checkpoint had {_shown(restored)})", flush=True)
             scheduler.last_epoch = trainer.current_epoch
             rates = scheduler._get_closed_form_lr()
             for group, rate in zip(scheduler.optimizer.param_groups, rates):
                 group["lr"] = rate
             scheduler._last_lr = list(rates)
+
+
+def _shown(settings: dict) -> str:
+    return ", ".join(f"{k}={sorted(v.elements()) if hasattr(v, 'elements') else v}" for k, v in settings.items())
 
 
 class SittingBudget(Callback):
