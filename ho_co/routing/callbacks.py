@@ -98,23 +98,24 @@ class ScheduleByEpoch(Callback):
     left alone."""
 
     def __init__(self):
-        self._configured: list[dict] | None = None
+        self._configured: list[dict | None] = []  # per scheduler, its settings as configured
         self._checked = False
 
     def on_fit_start(self, trainer, pl_module) -> None:  # after configure_optimizers, before a checkpoint's restore
-        self._configured = [schedule_settings(config.scheduler) for config in trainer.lr_scheduler_configs]
+        # only a schedule with a closed form can be re-timed (ReduceLROnPlateau's state is its history)
+        self._configured = [schedule_settings(config.scheduler) if hasattr(config.scheduler, "_get_closed_form_lr")
+                            else None for config in trainer.lr_scheduler_configs]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:  # the first epoch's number is known here
         if self._checked:
             return
         self._checked = True
-        configured = self._configured or [None] * len(trainer.lr_scheduler_configs)
-        for config, settings in zip(trainer.lr_scheduler_configs, configured):
+        for config, settings in zip(trainer.lr_scheduler_configs, self._configured):
             scheduler = config.scheduler
             if config.interval != "epoch":
                 continue
-            restored = schedule_settings(scheduler)
-            changed = settings is not None and restored != settings
+            restored = schedule_settings(scheduler) if settings is not None else None
+            changed = restored != settings
             if not changed and scheduler.last_epoch == trainer.current_epoch:
                 continue
             if not hasattr(scheduler, "_get_closed_form_lr"):
