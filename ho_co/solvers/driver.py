@@ -8,11 +8,13 @@
   instances are kept.
 - Resume: every finished instance is appended at once to ``OUT.partial.jsonl``; a killed run
   started again with the same instances and solver skips what is there.
-- Stopping: SIGINT, or SIGTERM while `sigterm_raises` is active (as it is while workers run,
-  unless the program handles SIGTERM itself), raises KeyboardInterrupt (`Terminated` for
-  SIGTERM) in the parent, which kills every worker and the solver processes they started,
-  keeping the partial file. Workers ignore SIGINT (the parent ends them) and, on Linux, die
-  with their parent even when it is killed outright.
+- Stopping: SIGINT, or SIGTERM (unless the program handles SIGTERM itself), kills every worker
+  and the solver processes they started, keeps the partial file, and then raises
+  KeyboardInterrupt (`Terminated` for SIGTERM) in the parent. While workers run, the signal is
+  only recorded and acted on between waits: an exception raised at an arbitrary point inside
+  concurrent.futures' `wait` can leave a future's lock held, and the pool's shutdown then
+  waits forever. A second signal raises at once. Workers ignore SIGINT (the parent ends them)
+  and, on Linux, die with their parent even when it is killed outright.
 - Cache: the result file records the SHA-256 of the instance arrays, the solver and the time
   limit; asking again for the same returns the file's content without solving anything.
 - Every instance is solved on its cost matrix, the instances' own metric (TSPLIB's rounding
@@ -41,6 +43,7 @@ from ho_co.problems.tours import check_tours, tour_lengths
 from ho_co.solvers.registry import SolverSpec, get_solver
 
 CHUNK_MAX = 16  # instances per task: coarse enough to amortize pickling, fine enough to resume
+STOP_POLL_S = 0.1  # how often the parent, waiting on workers, looks for a stop signal
 
 
 def default_out(solver: str, digest: str, time_limit: float | None) -> Path:
@@ -109,6 +112,14 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 @contextmanager
 def sigterm_raises():
     """While inside, SIGTERM raises `Terminated` (where SIGTERM still has its default action,
@@ -117,15 +128,51 @@ def sigterm_raises():
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
-
-    def raise_terminated(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class StopRequest:
+    """The stop signal received inside `stops_deferred` (None until one arrives)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def raise_if_stopped(self) -> None:
+        if self.signum is not None:
+            raise _stop_exception(self.signum)
+
+
+@contextmanager
+def stops_deferred():
+    """While inside, SIGINT and SIGTERM that would raise (SIGINT's KeyboardInterrupt, SIGTERM at
+    its default action or under `sigterm_raises`) are recorded in the yielded `StopRequest`
+    instead, for the caller to act on at a safe point; a second one raises at once. Outside the
+    main thread, and for signals the program handles itself, nothing changes."""
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    raising = {signal.SIGINT: (signal.default_int_handler,),
+               signal.SIGTERM: (signal.SIG_DFL, _raise_terminated)}
+    previous = {sig: signal.getsignal(sig) for sig in raising}
+    deferred = [sig for sig in raising if previous[sig] in raising[sig]]
+
+    def record(signum, frame):
+        if stop.signum is not None:
+            raise _stop_exception(signum)
+        stop.signum = signum
+
+    for sig in deferred:
+        signal.signal(sig, record)
+    try:
+        yield stop
+    finally:
+        for sig in deferred:
+            signal.signal(sig, previous[sig])
 
 
 def _cached(out: Path, digest: str, solver: str, limit: float) -> References | None:
@@ -171,30 +218,33 @@ def _run_workers(spec: SolverSpec, cost, todo, time_limit, workers, partial, hea
     per_task = int(np.clip(len(todo) // (workers * 20), 1, CHUNK_MAX))
     chunks = [todo[k:k + per_task] for k in range(0, len(todo), per_task)]
     bar = _progress_bar(progress, spec.name, len(done) + len(todo), len(done))
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_context(),
-                               initializer=_worker_init)
-    try:
-        with sigterm_raises(), open(partial, "a") as log:
-            pending = {pool.submit(_solve_chunk, spec, [(b, cost[b]) for b in c], time_limit)
-                       for c in chunks}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    _log_chunk(fut.result(), done, log)
-                    if bar is not None:
-                        bar[0].update(bar[1], completed=len(done))
-    except BrokenProcessPool as err:
-        raise RuntimeError(
-            f"a {spec.name} worker process died (a crash in the solver's C code?); the "
-            f"{len(done)} finished instances are kept in {partial}: run again to resume, "
-            "or use another solver") from err
-    except BaseException:
-        _end_workers(pool)  # an error or a signal: no worker outlives the run
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar[0].stop()
+    with stops_deferred() as stop:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_context(),
+                                   initializer=_worker_init)
+        try:
+            with open(partial, "a") as log:
+                pending = {pool.submit(_solve_chunk, spec, [(b, cost[b]) for b in c], time_limit)
+                           for c in chunks}
+                while pending and stop.signum is None:
+                    finished, pending = wait(pending, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        _log_chunk(fut.result(), done, log)
+                        if bar is not None:
+                            bar[0].update(bar[1], completed=len(done))
+            stop.raise_if_stopped()
+        except BrokenProcessPool as err:
+            raise RuntimeError(
+                f"a {spec.name} worker process died (a crash in the solver's C code?); the "
+                f"{len(done)} finished instances are kept in {partial}: run again to resume, "
+                "or use another solver") from err
+        except BaseException:
+            _end_workers(pool)  # an error or a signal: no worker outlives the run
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar[0].stop()
+    stop.raise_if_stopped()  # a stop that came after the last wait, during the shutdown
 
 
 def _log_chunk(results, done: dict, log) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from ho_co.cli import main
 from ho_co.problems import References, generate_tsp, save_instances
+from ho_co.solvers.driver import Terminated, partial_path, stops_deferred
 
 
 def _instances(path, size=3, seed=0):
@@ -174,3 +175,61 @@ def test_stopped_run_ends_its_workers_and_resumes(tmp_path, signum):
         assert "resuming, " in rerun.stderr and f"/{size} instances already solved" in rerun.stderr
         assert int(rerun.stderr.split("resuming, ")[1].split("/")[0]) >= kept - 1
         assert References.load(out).optimal.all() and not partial.exists()
+
+
+# A stop signal that lands while the parent is acquiring the futures' locks inside
+# concurrent.futures.wait: raised there, KeyboardInterrupt left some locks held and the pool's
+# shutdown waited forever. The signal is sent from inside that acquisition, so the timing is exact.
+_STOP_INSIDE_WAIT = """
+import os, signal, sys
+import concurrent.futures._base as futures_base
+from ho_co.cli import main
+
+acquire_all = futures_base._AcquireFutures.__enter__
+calls = []
+
+def acquire_half_then_signal(self):
+    calls.append(1)
+    if len(calls) != 3:
+        return acquire_all(self)
+    half = len(self.futures) // 2
+    for future in self.futures[:half]:
+        future._condition.acquire()
+    os.kill(os.getpid(), signal.SIGINT)
+    for future in self.futures[half:]:
+        future._condition.acquire()
+
+futures_base._AcquireFutures.__enter__ = acquire_half_then_signal
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_signal_inside_the_wait_for_workers_ends_the_run(tmp_path):
+    inst = save_instances(tmp_path / "t.npz", locs=generate_tsp(10, 100, seed=6))
+    out = tmp_path / "r.npz"
+    cmd = [sys.executable, "-c", _STOP_INSIDE_WAIT, "solve", "--solver", "exact", "--instances", str(inst),
+           "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "run the same command again to resume" in err.strip().splitlines()[-1]
+    assert not out.exists() and partial_path(out).exists()
+
+
+def test_stop_signals_inside_stops_deferred_are_recorded_and_a_second_raises():
+    with stops_deferred() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM  # recorded, nothing raised
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode; never reached
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(Terminated):
+        stop.raise_if_stopped()
