@@ -392,7 +392,7 @@ def _cmd_solve(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from ho_co.problems import instance_files
         from ho_co.solvers import default_optimal_solver
-        from ho_co.solvers.driver import sigterm_raises
+        from ho_co.solvers.stopping import sigterm_raises
 
         _check_time_limit(args.time_limit)
         solver = args.solver or default_optimal_solver()

@@ -28,10 +28,8 @@ import json
 import os
 import signal
 import sys
-import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from ho_co.problems.instances import Instances, validate
 from ho_co.problems.references import References
 from ho_co.problems.tours import check_tours, tour_lengths
 from ho_co.solvers.registry import SolverSpec, get_solver
+from ho_co.solvers.stopping import stops_deferred
 
 CHUNK_MAX = 16  # instances per task: coarse enough to amortize pickling, fine enough to resume
 STOP_POLL_S = 0.1  # how often the parent, waiting on workers, looks for a stop signal
@@ -104,75 +103,6 @@ def partial_path(out) -> Path:
     """Where a run writing ``out`` keeps its finished instances until it completes."""
     out = Path(out)
     return out.with_name(out.name + ".partial.jsonl")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like SIGINT's KeyboardInterrupt so the same cleanup runs."""
-
-    signum = signal.SIGTERM
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-def _stop_exception(signum: int) -> KeyboardInterrupt:
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-@contextmanager
-def sigterm_raises():
-    """While inside, SIGTERM raises `Terminated` (where SIGTERM still has its default action,
-    in the main thread; elsewhere it is left alone)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-class StopRequest:
-    """The stop signal received inside `stops_deferred` (None until one arrives)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-    def raise_if_stopped(self) -> None:
-        if self.signum is not None:
-            raise _stop_exception(self.signum)
-
-
-@contextmanager
-def stops_deferred():
-    """While inside, SIGINT and SIGTERM that would raise (SIGINT's KeyboardInterrupt, SIGTERM at
-    its default action or under `sigterm_raises`) are recorded in the yielded `StopRequest`
-    instead, for the caller to act on at a safe point; a second one raises at once. Outside the
-    main thread, and for signals the program handles itself, nothing changes."""
-    stop = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    raising = {signal.SIGINT: (signal.default_int_handler,),
-               signal.SIGTERM: (signal.SIG_DFL, _raise_terminated)}
-    previous = {sig: signal.getsignal(sig) for sig in raising}
-    deferred = [sig for sig in raising if previous[sig] in raising[sig]]
-
-    def record(signum, frame):
-        if stop.signum is not None:
-            raise _stop_exception(signum)
-        stop.signum = signum
-
-    for sig in deferred:
-        signal.signal(sig, record)
-    try:
-        yield stop
-    finally:
-        for sig in deferred:
-            signal.signal(sig, previous[sig])
 
 
 def _cached(out: Path, digest: str, solver: str, limit: float) -> References | None:

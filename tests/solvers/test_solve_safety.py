@@ -16,7 +16,8 @@ import pytest
 
 from ho_co.cli import main
 from ho_co.problems import References, generate_tsp, save_instances
-from ho_co.solvers.driver import Terminated, partial_path, stops_deferred
+from ho_co.solvers.driver import partial_path
+from ho_co.solvers.stopping import Terminated, stops_deferred
 
 
 def _instances(path, size=3, seed=0):
