@@ -96,9 +96,39 @@ def generate_tsp(num_loc: int, size: int, seed: int) -> np.ndarray:
     return rng.uniform(size=(size, num_loc, 2)).astype(np.float32)
 
 
+MATNET_COST_SCALE = 10**6  # MatNet's ATSProblemDef: integer costs in [0, 10^6), divided by 10^6
+
+
 def generate_atsp(num_loc: int, size: int, seed: int) -> np.ndarray:
-    """``size`` ATSP cost matrices float32 [B, N, N] from rl4co's generator (MatNet's tmat class:
-    uniform [0, 1] costs closed under the triangle inequality, zero diagonal).
+    """``size`` ATSP cost matrices float32 [B, N, N] of MatNet's own class (its ``ATSProblemDef``):
+    integer costs uniform in [0, 10^6), a zero diagonal, each cost replaced by its shortest-path
+    distance until nothing changes (the triangle inequality holds), divided by 10^6.
+
+    Every cost is a whole number of 10^-6 units, so an exact solver working on integers at that
+    scale (Concorde) solves these instances exactly. Training draws the continuous version of the
+    same class, rl4co's ``ATSPGenerator(tmat_class=True)`` (`generate_atsp_rl4co`);
+    tests/problems check that the two agree in distribution.
+    """
+    _check_set_shape(num_loc, size)
+    rng = np.random.default_rng(seed)
+    cost = rng.integers(0, MATNET_COST_SCALE, size=(size, num_loc, num_loc), dtype=np.int64)
+    return (shortest_path_closure(cost) / MATNET_COST_SCALE).astype(np.float32)
+
+
+def shortest_path_closure(cost: np.ndarray) -> np.ndarray:
+    """Each matrix of [B, N, N] with its diagonal zeroed and every cost replaced by the shortest
+    path between its ends (Floyd-Warshall over the batch: the fixpoint MatNet's loop reaches)."""
+    cost = np.array(cost, copy=True)
+    n = cost.shape[-1]
+    cost[:, np.arange(n), np.arange(n)] = 0
+    for k in range(n):
+        np.minimum(cost, cost[:, :, k : k + 1] + cost[:, k : k + 1, :], out=cost)
+    return cost
+
+
+def generate_atsp_rl4co(num_loc: int, size: int, seed: int) -> np.ndarray:
+    """``size`` ATSP cost matrices float32 [B, N, N] from rl4co's generator (MatNet's tmat class
+    with continuous uniform [0, 1] costs), the instances training draws.
 
     The global torch RNG is forked, so calling this does not disturb a training run's seed.
     """
