@@ -1,12 +1,19 @@
 """Package-level contracts: import direction, the CLI's registry-made commands and its one error path."""
 
 import argparse
+import ast
+import fnmatch
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import ho_co
 from ho_co.cli import COMMANDS, build_parser, main
+
+PACKAGE = Path(ho_co.__file__).parent
+ENGINE = "ho_co.routing.fast"
 
 
 def loaded_after(imports: str, heavy: set[str]) -> set[str]:
@@ -38,6 +45,49 @@ def test_problems_and_solvers_import_no_torch():
     )
     assert not loaded_after(imports, {"torch", "rl4co", "lightning", "tensordict", "highspy", "ortools", "elkai",
                                       "ho_co.routing"})
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The ho_co modules a source file imports, at its top or inside a function (`from a import b`
+    counts as both `a` and `a.b`: b may be a module)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return {name for name in names if name.split(".")[0] == "ho_co"}
+
+
+def in_engine(module: str) -> bool:
+    return module == ENGINE or module.startswith(ENGINE + ".")
+
+
+def test_the_fast_engine_is_reached_through_policies_alone():
+    """The lean CPU engine (`ho_co.routing.fast`) has one door in, `ho_co.routing.policies`, and
+    needs nothing of the routing client around it: its files can change behind `make_fast`."""
+    engine_dir = PACKAGE / "routing" / "fast"
+    for path in PACKAGE.rglob("*.py"):
+        if engine_dir in path.parents:
+            client = {m for m in imported_modules(path) if m.startswith("ho_co.routing.") and not in_engine(m)}
+            assert not client, f"{path.relative_to(PACKAGE)} imports the routing client: {sorted(client)}"
+        elif path != PACKAGE / "routing" / "policies.py":
+            inside = {m for m in imported_modules(path) if in_engine(m)}
+            assert not inside, f"{path.relative_to(PACKAGE)} reaches into the engine ({sorted(inside)}): go through policies"
+
+
+def test_every_package_and_kernel_source_ships():
+    """A non-editable install carries only what pyproject.toml names: every package directory,
+    and every C++ source (built at first use) by a package-data glob of its own package."""
+    tomllib = pytest.importorskip("tomllib")
+    setup = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dotted = lambda d: ".".join(d.relative_to(PACKAGE.parent).parts)
+    assert {dotted(init.parent) for init in PACKAGE.rglob("__init__.py")} <= set(setup["packages"])
+    sources = [*PACKAGE.rglob("*.cpp"), *PACKAGE.rglob("*.h")]
+    assert len(sources) >= 6  # HOLinear's kernel, the engine's four and their shared header
+    for src in sources:
+        globs = setup["package-data"].get(dotted(src.parent), [])
+        assert any(fnmatch.fnmatch(src.name, g) for g in globs), f"{src.relative_to(PACKAGE)} would not ship"
 
 
 def test_building_the_cli_imports_no_torch():

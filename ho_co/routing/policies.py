@@ -9,6 +9,9 @@ the policy, then `ho_co.routing.placement.apply_ho` swaps the chosen layers. Two
 
 Placement (`ho.targets`) is a list of apply_ho's presets (`attention`, `ffn`, `decoder`,
 `mixer`, `all`, ...) or `replace_linear` name patterns; null is apply_ho's default placement.
+
+`fast` wraps a MatNet policy in the lean CPU engine (`ho_co.routing.fast`). This module is the
+routing client's one way into the engine, so the engine's files can change behind `make_fast`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from rl4co.models.zoo.am.decoder import AttentionModelDecoder
 
 from ho_co.layers import HOLinear
 from ho_co.routing.envs import make_env
-from ho_co.routing.fast import FastMatNetPolicy, additive_mask, make_fast, pointer_step, step_tables
+from ho_co.routing.fast import FastMatNetPolicy, make_fast
+from ho_co.routing.fast.loop import additive_mask, pointer_step, step_tables
 from ho_co.routing.policies import build_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/routing/conftest.py
@@ -67,7 +68,7 @@ def test_greedy_multistart_matches_rl4co(variant, problem):
 @pytest.mark.parametrize("tail", ["kernel", "eager"])
 def test_sampling_draws_the_same_tours_and_gradients(variant, tail, monkeypatch):
     """With the pointer's tail on the CPU kernel (pointer_kernel.cpp) and as eager torch ops."""
-    from ho_co.routing import pointer_tail
+    from ho_co.routing.fast import pointer_tail
 
     if tail == "eager":
         monkeypatch.setattr(pointer_tail, "pointer_tail_applies", lambda *a: False)
@@ -97,7 +98,7 @@ def test_the_tour_pass_reuses_the_rollouts_attention_with_the_same_gradients(mon
     """On CPU the pass over the chosen tours takes the rollout's attention outputs and runs only
     their backward (on split score tables, or on per-row queries when the query does not split);
     recomputing them gives the same log-likelihoods and gradients."""
-    from ho_co.routing import fast as fast_module
+    from ho_co.routing.fast import loop as fast_module
 
     _, policy = pair("matnet")
     env, td = instances("tsp")

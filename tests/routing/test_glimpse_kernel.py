@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ho_co.routing import glimpse
+from ho_co.routing.fast import glimpse
 
 aten = torch.ops.aten
 

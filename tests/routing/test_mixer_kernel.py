@@ -8,7 +8,7 @@ import pytest
 import torch
 from rl4co.models.zoo.matnet.encoder import MixedScoresSDPA
 
-from ho_co.routing.mixer import FusedMixedScoresSDPA, kernel
+from ho_co.routing.fast.mixer import FusedMixedScoresSDPA, kernel
 
 pytestmark = pytest.mark.skipif(kernel() is None, reason="no C++ compiler for the mixer kernel")
 

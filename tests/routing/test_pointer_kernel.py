@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ho_co.routing import pointer_tail as tail
+from ho_co.routing.fast import pointer_tail as tail
 
 
 @pytest.fixture(scope="module")

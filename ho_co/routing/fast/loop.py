@@ -20,14 +20,14 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
 - in training the rollout runs without autograd and the log-likelihood comes from one pass over
   all steps of the chosen tours (`tour_logp`): large matmuls and one backward instead of N - 2
   small ones; on CPU the rollout's multinomial draws go through a small sampler kernel
-  (`decode_kernel.cpp`: the same generator use and indices, without exponential_'s scalar loop),
+  (`sampler.py`: the same generator use and indices, without exponential_'s scalar loop),
   the pointer's glimpse attention (50 keys, 16-wide heads) through a kernel built for that shape
-  (`ho_co.routing.glimpse`: aten's flash attention's values to float rounding; with the query
+  (`glimpse.py`: aten's flash attention's values to float rounding; with the query
   split into its first-node and current-node parts, the scores come from two tables made once
   per batch), the pointer's tail (tanh clipping, mask, temperature, log-softmax; in the pass,
   the chosen node's log-probability and its backward) through one pass per row
-  (`ho_co.routing.pointer_tail`, to float rounding), and MatNet's mixer through a fused kernel
-  (`ho_co.routing.mixer`);
+  (`pointer_tail.py`, to float rounding), and MatNet's mixer through a fused kernel
+  (`mixer.py`);
 - the step itself is one function of tensors (`pointer_step`), so on CUDA it and the encoder
   can be handed to `torch.compile` (opt-in: `compile="default"` or `"reduce-overhead"`, which
   adds CUDA graphs); the CPU path always stays eager.
@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -62,8 +61,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from ho_co.problems.tours import tour_lengths
-from ho_co.native import build_kernel
-from ho_co.routing.glimpse import (
+from ho_co.routing.fast.glimpse import (
     ReplayedAttention,
     SplitAttention,
     flash_forward,
@@ -71,8 +69,9 @@ from ho_co.routing.glimpse import (
     glimpse_kernel,
     split_forward,
 )
-from ho_co.routing.mixer import fuse_mixers
-from ho_co.routing.pointer_tail import chosen_logp, pointer_tail
+from ho_co.routing.fast.mixer import fuse_mixers
+from ho_co.routing.fast.pointer_tail import chosen_logp, pointer_tail
+from ho_co.routing.fast.sampler import fused_sampling_applies, sampler_kernel, uniforms
 
 # the rl4co whose decoder internals (cache layout, context and pointer modules, sampling rows) the
 # lean loop reproduces; another version may change them without an error, so it is refused
@@ -230,12 +229,6 @@ def pointer_logp(tables: StepTables, query: Tensor, blocked: Tensor, out_proj: n
                         tanh_clipping, temperature)
 
 
-def uniforms(rows: int, cols: int, device: torch.device) -> Tensor:
-    """The double uniforms torch.multinomial(p [rows, cols], 1) turns into its Exp(1) noise on
-    CPU (exponential_ draws one double uniform per element, in order): the same generator use."""
-    return torch.empty(rows, cols, dtype=torch.float64, device=device).uniform_()
-
-
 def tour_logp(tables: StepTables, tours: Tensor, context_proj: nn.Module | None, out_proj: nn.Module | None,
               sdpa_fn: Callable, mask_inner: bool, tanh_clipping: float, temperature: float) -> Tensor:
     """Log-probabilities [B, S, N - 2] of the decoding steps that chose `tours` [B, S, N].
@@ -373,23 +366,6 @@ class RolloutAttention:
                                     tables.logit_bias, logits)
 
 
-DECODE_KERNEL = os.path.join(os.path.dirname(__file__), "decode_kernel.cpp")
-DECODE_SWITCH = "HO_CO_FUSED_SAMPLING"  # "0": the rollout samples with torch.multinomial
-
-
-@functools.cache
-def decode_kernel():
-    """The CPU sampler (decode_kernel.cpp), or None when unavailable."""
-    return build_kernel(DECODE_KERNEL, "ho_co_decode", DECODE_SWITCH, "the CPU sampling kernel",
-                        "sampling with torch.multinomial")
-
-
-def fused_sampling_applies(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the rollout's multinomial draws can go through the CPU sampler (float32 log-probs)."""
-    return (device.type == "cpu" and dtype == torch.float32 and not torch.compiler.is_compiling()
-            and decode_kernel() is not None)
-
-
 def per_start_rows(x: Tensor) -> Tensor:
     """[B, S, ...] -> rl4co's multi-start layout [S * B, ...] (row s * B + b)."""
     return x.transpose(0, 1).reshape(-1, *x.shape[2:])
@@ -519,8 +495,8 @@ class FastMatNetPolicy(AutoregressivePolicy):
                     logp = step(tables, first, current, blocked, *layers, rollout_sdpa, *settings)
                 if mode == "greedy":
                     current = logp.argmax(-1)
-                elif fused and logp.dtype == torch.float32:  # multinomial's own draw, from the same uniforms (decode_kernel.cpp)
-                    current = decode_kernel().sample_rows(logp, uniforms(num_starts * batch, num_loc, logp.device))
+                elif fused and logp.dtype == torch.float32:  # multinomial's own draw, from the same uniforms (sampler_kernel.cpp)
+                    current = sampler_kernel().sample_rows(logp, uniforms(num_starts * batch, num_loc, logp.device))
                 else:  # the same multinomial rows as rl4co's Sampling: [S * B, N]
                     current = per_start_rows(logp).exp().multinomial(1).view(num_starts, batch).t()
                 if not tour_graph:

@@ -95,7 +95,7 @@ class SplitAttention(torch.autograd.Function):
     computed it), backward by the CPU kernel.
 
     A row's query is q_first[start] + q_cur[node], so its scores are score_first[start] +
-    score_cur[node], both tables made once per batch (`ho_co.routing.fast.step_tables`): no
+    score_cur[node], both tables made once per batch (`ho_co.routing.fast.loop.step_tables`): no
     per-row query, no per-row q . k, and the backward returns the score gradients summed per start
     and per node (autograd takes them through the two table matmuls to the queries and keys)
     instead of a query gradient per row. The sums run in another order than

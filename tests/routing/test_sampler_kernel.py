@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from ho_co.routing import fast
+from ho_co.routing.fast import sampler
+from ho_co.routing.fast.loop import per_start_rows
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    ops = fast.decode_kernel()
+    ops = sampler.sampler_kernel()
     assert ops is not None, "the sampling kernel did not build (a C++ compiler and torch's headers are needed)"
     return ops
 
@@ -30,9 +31,9 @@ def test_sampler_draws_what_multinomial_draws(kernel, nodes):
     logp = rows_of_every_kind(batch, starts, nodes, g)
     for seed in range(20):
         torch.manual_seed(seed)
-        expected = fast.per_start_rows(logp).exp().multinomial(1).view(starts, batch).t()
+        expected = per_start_rows(logp).exp().multinomial(1).view(starts, batch).t()
         torch.manual_seed(seed)
-        drawn = kernel.sample_rows(logp, fast.uniforms(starts * batch, nodes, logp.device))
+        drawn = kernel.sample_rows(logp, sampler.uniforms(starts * batch, nodes, logp.device))
         assert torch.equal(drawn, expected), f"seed {seed}: {(drawn != expected).sum()} rows differ"
 
 
