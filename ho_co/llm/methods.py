@@ -81,10 +81,21 @@ def target_names(model: nn.Module, spec: MethodSpec) -> list[str]:
     return [entry.name for entry in chosen.entries]
 
 
+def declare_causal_lm_loss(model: nn.Module) -> nn.Module:
+    """Name the loss of a causal LM whose class name does not say so (GPT2LMHeadModel).
+
+    transformers derives `loss_type` from the class name; for GPT-2 it finds none, and then
+    the Trainer counts the label tokens before the causal shift, so every reported loss (and
+    gradient) is scaled by (L - 1) / L (BENCHMARKS.md has the numbers). Every model here is
+    loaded as a causal LM, so the loss is known.
+    """
+    if getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForCausalLM"
+    return model
+
+
 def _pretrained(name: str | Path, dtype: torch.dtype) -> nn.Module:
     from transformers import AutoModelForCausalLM
-
-    from ho_co.llm.models import declare_causal_lm_loss
 
     return declare_causal_lm_loss(AutoModelForCausalLM.from_pretrained(name, dtype=dtype))
 
@@ -178,8 +189,6 @@ class C2Q(_Converted):
         modules converted again, and the state dict loaded strictly."""
         from safetensors.torch import load_model
         from transformers import AutoConfig, AutoModelForCausalLM
-
-        from ho_co.llm.models import declare_causal_lm_loss
 
         config = AutoConfig.from_pretrained(path)
         model = declare_causal_lm_loss(AutoModelForCausalLM.from_config(config, dtype=dtype))

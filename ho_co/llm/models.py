@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ho_co.llm.methods import METHODS, MethodSpec
+from ho_co.llm.methods import METHODS, MethodSpec, declare_causal_lm_loss
 
 META_FILE = "ho_co_finetune.json"
 FORMAT_VERSION = 1
@@ -88,19 +88,6 @@ def read_meta(path: str | Path) -> dict | None:
     if meta["format_version"] != FORMAT_VERSION:
         raise ValueError(f"{meta_path}: format_version {meta['format_version']}, this ho-co reads {FORMAT_VERSION}")
     return meta
-
-
-def declare_causal_lm_loss(model: nn.Module) -> nn.Module:
-    """Name the loss of a causal LM whose class name does not say so (GPT2LMHeadModel).
-
-    transformers derives `loss_type` from the class name; for GPT-2 it finds none, and then
-    the Trainer counts the label tokens before the causal shift, so every reported loss (and
-    gradient) is scaled by (L - 1) / L (BENCHMARKS.md has the numbers). Every model here is
-    loaded as a causal LM, so the loss is known.
-    """
-    if getattr(model, "loss_type", "") is None:
-        model.loss_type = "ForCausalLM"
-    return model
 
 
 def load_tokenizer(name: str):

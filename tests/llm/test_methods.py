@@ -198,7 +198,7 @@ def test_c2q_cannot_merge_and_is_not_loadable_as_plain_hf(loaded, model_dir, tmp
 @pytest.mark.parametrize("arch", ["gpt2"])
 def test_trainer_eval_loss_is_the_model_loss(loaded, text_file, tmp_path):
     """GPT-2's class name hides its causal loss from the Trainer's token count (see
-    models.declare_causal_lm_loss); without the fix this is off by a factor (L - 1) / L."""
+    methods.declare_causal_lm_loss); without the fix this is off by a factor (L - 1) / L."""
     model, tokenizer, _, _ = loaded
     from ho_co.llm.data import encode_text_blocks
 
