@@ -179,3 +179,12 @@ def validate(arr: np.ndarray, key: str, where: str) -> None:
             b = np.flatnonzero(neg)[0]
             raise ValueError(f"{where}: cost_matrix of instance {b} has negative costs "
                              f"(min {arr[b].min():.6g})")
+        # No tour uses the diagonal, but MatNet reads every entry: a non-zero diagonal would change
+        # the policy's input and not the lengths, so it is refused rather than silently dropped.
+        diagonal = np.diagonal(arr, axis1=1, axis2=2)
+        off = (diagonal != 0).any(axis=1)
+        if off.any():
+            b = np.flatnonzero(off)[0]
+            i = int(np.flatnonzero(diagonal[b])[0])
+            raise ValueError(f"{where}: cost_matrix of instance {b} has a non-zero diagonal "
+                             f"(entry [{i}, {i}] = {arr[b, i, i]:.6g}); instance files have a zero diagonal")

@@ -28,20 +28,53 @@ def test_generate_tsp_follows_kool_recipe():
     np.testing.assert_allclose(generate_tsp(50, 16, seed=1234), expected, rtol=1e-7)
 
 
-def test_generate_atsp_is_deterministic_tmat_and_leaves_torch_rng_alone():
+@pytest.mark.parametrize("generate", ["matnet", "rl4co"])
+def test_generate_atsp_is_deterministic_tmat_and_leaves_torch_rng_alone(generate):
+    from ho_co.problems.instances import generate_atsp_rl4co
+
+    make = {"matnet": generate_atsp, "rl4co": generate_atsp_rl4co}[generate]
     torch.manual_seed(0)
     before = torch.rand(1)
     torch.manual_seed(0)
-    a = generate_atsp(10, 4, seed=2)
+    a = make(10, 4, seed=2)
     after = torch.rand(1)
     assert torch.equal(before, after)  # the global torch RNG was not advanced
-    np.testing.assert_array_equal(a, generate_atsp(10, 4, seed=2))
+    np.testing.assert_array_equal(a, make(10, 4, seed=2))
     assert a.shape == (4, 10, 10) and a.dtype == np.float32
     assert np.all(np.diagonal(a, axis1=1, axis2=2) == 0)
     assert not np.allclose(a, a.transpose(0, 2, 1))  # asymmetric
     # tmat class: closed under the triangle inequality, c(i, j) <= c(i, k) + c(k, j)
     via = a[:, :, :, None] + a[:, None, :, :]  # [b, i, k, j]
     assert np.all(a <= via.min(axis=2) + 1e-6)
+
+
+def test_generate_atsp_is_matnets_integer_class():
+    """MatNet's ATSProblemDef: integer costs in [0, 10^6), closed under shortest paths, / 10^6."""
+    from ho_co.problems.instances import shortest_path_closure
+
+    a = generate_atsp(12, 50, seed=3).astype(np.float64)
+    units = a * 1e6
+    np.testing.assert_allclose(units, np.rint(units), atol=0.05)  # whole numbers of 10^-6
+    assert a.max() < 1
+    # the closure is a fixpoint: one more relaxation round changes nothing
+    np.testing.assert_array_equal(shortest_path_closure(np.rint(units).astype(np.int64)), np.rint(units))
+    # it shortens what a cheaper two-arc path beats: here 5 -> 1 + 1
+    raw = np.array([[[0, 5, 1], [1, 0, 9], [9, 1, 0]]])
+    np.testing.assert_array_equal(shortest_path_closure(raw), [[[0, 2, 1], [1, 0, 2], [2, 1, 0]]])
+
+
+def test_matnet_and_rl4co_atsp_generators_agree_in_distribution():
+    """Training draws rl4co's continuous tmat class, the shipped sets MatNet's integer one: the
+    same distribution of costs (mean, spread, quantiles) up to sampling noise."""
+    from ho_co.problems.instances import generate_atsp_rl4co
+
+    off = ~np.eye(20, dtype=bool)
+    matnet, rl4co = generate_atsp(20, 1500, seed=1)[:, off], generate_atsp_rl4co(20, 1500, seed=1)[:, off]
+    assert matnet.mean() == pytest.approx(rl4co.mean(), rel=0.01)
+    assert matnet.std() == pytest.approx(rl4co.std(), rel=0.01)
+    np.testing.assert_allclose(np.quantile(matnet, [0.1, 0.5, 0.9]), np.quantile(rl4co, [0.1, 0.5, 0.9]), rtol=0.02)
+    # and the sizes differ as they should: a generator drawing [0, 1) without the closure would not
+    assert matnet.mean() < 0.2
 
 
 def test_npz_round_trip_and_cost_matrix(tmp_path):
@@ -83,6 +116,8 @@ BAD_NPZ = {
                  "instance 0 has NaN or inf"),
     "negative cost": (dict(cost_matrix=np.stack([np.ones((4, 4)), -np.ones((4, 4))])),
                       "instance 1 has negative"),
+    "non-zero diagonal": (dict(cost_matrix=np.stack([1 - np.eye(4), np.ones((4, 4))])),
+                          r"instance 1 has a non-zero diagonal \(entry \[0, 0\] = 1\)"),
     "too few nodes": (dict(locs=np.zeros((2, 2, 2))), "at least 3"),
     "empty": (dict(locs=np.zeros((0, 5, 2))), "no instances"),
     "strings": (dict(locs=np.array([["a"]])), "numeric"),

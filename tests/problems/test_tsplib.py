@@ -109,7 +109,8 @@ def test_atsp_file_keeps_direction_and_zeroes_the_diagonal(tmp_path):
     assert tour_lengths(inst.cost_matrix, [[0, 1, 2]])[0] == 1 + 4 + 5
 
 
-SMALL = sorted(p.name for p in DATA.glob("*.tsp") if load_instances(p).num_loc <= 76) + ["atsp/ftv170.atsp"]
+SMALL = (sorted(p.name for p in DATA.glob("*.tsp") if load_instances(p).num_loc <= 76)
+         + sorted(f"atsp/{p.name}" for p in DATA.glob("atsp/*.atsp")))
 
 
 @pytest.mark.parametrize("name", SMALL)
