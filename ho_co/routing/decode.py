@@ -6,6 +6,8 @@ file is decoded from a normalised copy (see `policy_input`) and measured in its 
 MatNet's augmentation is its own: the same instance decoded again with fresh random one-hot
 column embeddings (rl4co's dihedral/symmetric transforms act on coordinates, which a cost matrix
 does not have); coordinate policies (AM/POMO on TSP) use rl4co's dihedral-8 / symmetric one.
+MatNet's one-hots are drawn per instance and per copy from (seed, copy, instance index) alone,
+so the batch size, the thread count and `--starts` do not change which tours come out.
 Copy 0 of every augmentation is the plain decode (the identity transform, the same seeded draw),
 so more augmentations never give a longer tour. Validation during training, the run summary and
 `ho-co eval` all decode here.
@@ -27,6 +29,7 @@ from rl4co.utils.ops import gather_by_index, unbatchify
 
 from ho_co.problems.instances import Instances, distance_matrix
 from ho_co.problems.tours import check_tours, tour_lengths
+from ho_co.routing.one_hot import ONE_HOT_KEY, one_hot_embedding, seeded_positions
 
 
 def is_matrix_env(env) -> bool:
@@ -129,9 +132,13 @@ def copy_seed(seed: int, k: int) -> int:
 
 
 @torch.inference_mode()
-def decode_batch(policy, env, td: TensorDict, num_starts: int | None = None) -> torch.Tensor:
-    """Best tour [B, N] per instance of one batch: greedy from every start node (POMO)."""
+def decode_batch(policy, env, td: TensorDict, num_starts: int | None = None,
+                 one_hot_position: torch.Tensor | None = None) -> torch.Tensor:
+    """Best tour [B, N] per instance of one batch: greedy from every start node (POMO).
+    ``one_hot_position`` [B, N] fixes MatNet's column one-hots (else the embedding draws them)."""
     td = env.reset(td)
+    if one_hot_position is not None:
+        td.set(ONE_HOT_KEY, one_hot_position.to(td.device))
     n_start = td["action_mask"].size(-1) if num_starts is None else num_starts  # N of these instances
     decode_type = "multistart_greedy" if n_start > 1 else "greedy"
     out = policy(td, env, phase="test", decode_type=decode_type, num_starts=n_start, return_actions=True)
@@ -162,6 +169,7 @@ def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, ba
         raise ValueError(f"num_starts must be in 1..{instances.num_loc} (the nodes), got {num_starts}")
     device = torch.device(device)
     td_all = policy_input(instances, env)
+    one_hot = one_hot_embedding(policy)
     best_tours, best_lengths, plain_tours, plain_lengths = [], [], [], []
     batches = range(0, len(instances), batch_size)
     if progress:
@@ -176,8 +184,12 @@ def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, ba
             td = td_all[i : i + batch_size].to(device)
             cost = instances.cost_matrix[i : i + batch_size]
             for k in range(num_augment):
+                position = None
+                if one_hot is not None and seed is not None:  # per instance: any batching decodes alike
+                    position = seeded_positions(seed, k, range(i, i + td.batch_size[0]), instances.num_loc,
+                                                one_hot.width(instances.num_loc))
                 with seeded(None if seed is None else copy_seed(seed, k), device):
-                    tours = decode_batch(policy, env, augmented_copy(td, env, k, num_augment), num_starts)
+                    tours = decode_batch(policy, env, augmented_copy(td, env, k, num_augment), num_starts, position)
                 tours = tours.cpu().numpy()
                 check_tours(tours, instances.num_loc)
                 lengths = tour_lengths(cost, tours)

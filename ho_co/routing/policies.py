@@ -60,16 +60,18 @@ def matnet_policy(
 
     one_hot_positions: draw each instance's column one-hots among this many positions (MatNet's
     `one_hot_seed_cnt`, at most embed_dim); None keeps rl4co's draw among the N node positions.
+    Either way the embedding is `WideOneHotEmbedding`, which also takes positions seeded per
+    instance from the decoder (`ho_co.routing.decode`).
     """
     if env_name != "atsp":
         raise ValueError(f"env_name={env_name!r}: ho-co's MatNet decodes cost-matrix tours (env_name='atsp')")
     init_embedding_kwargs = {"mode": "RandomOneHot", **(init_embedding_kwargs or {})}
-    init_embedding = None
-    if one_hot_positions is not None:
-        if init_embedding_kwargs["mode"] != "RandomOneHot":
-            raise ValueError(f"one_hot_positions needs init_embedding_kwargs.mode=RandomOneHot, "
-                             f"not {init_embedding_kwargs['mode']!r}")
+    init_embedding = None  # rl4co's, for mode=Random
+    if init_embedding_kwargs["mode"] == "RandomOneHot":  # rl4co's draw, and one seeded per instance in decoding
         init_embedding = WideOneHotEmbedding(embed_dim, one_hot_positions)
+    elif one_hot_positions is not None:
+        raise ValueError(f"one_hot_positions needs init_embedding_kwargs.mode=RandomOneHot, "
+                         f"not {init_embedding_kwargs['mode']!r}")
     return AutoregressivePolicy(
         encoder=MatNetEncoder(
             embed_dim=embed_dim,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ho_co.cli import main
-from ho_co.problems import load_instances, load_references, mean_gap, save_instances, tour_lengths
+from ho_co.problems import Instances, load_instances, load_references, mean_gap, save_instances, tour_lengths
 from ho_co.routing.envs import make_env
 from ho_co.routing.decode import augmented_copy, decode
 from ho_co.routing.evaluate import evaluate
@@ -62,6 +62,27 @@ def test_eval_is_reproducible_with_a_seed(tsp_run, tsp_files):
     a = evaluate(result["last_checkpoint"], tsp_files[0], seed=3, progress=False)
     b = evaluate(result["last_checkpoint"], tsp_files[0], seed=3, progress=False)
     assert a["mean_length"] == b["mean_length"]
+
+
+def test_matnet_decode_does_not_depend_on_batching_threads_or_order(tsp_run, tsp_files):
+    """One-hot draws are seeded per instance and per copy: any batch size, thread count or order
+    of the instances gives each instance the same tours."""
+    result, _ = tsp_run
+    inst = load_instances(tsp_files[0])
+    policy, env, _ = policy_from_checkpoint(result["last_checkpoint"])
+    whole = decode(policy, env, inst, num_augment=3, batch_size=256, seed=9)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        in_fives = decode(policy, env, inst, num_augment=3, batch_size=5, seed=9)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in ((whole.tours, in_fives.tours), (whole.plain_tours, in_fives.plain_tours)):
+        np.testing.assert_array_equal(a, b)
+    first_half = Instances("tsp", locs=inst.locs[:6])
+    np.testing.assert_array_equal(decode(policy, env, first_half, num_augment=3, batch_size=4, seed=9).tours,
+                                  whole.tours[:6])
+    assert not np.array_equal(decode(policy, env, inst, num_augment=3, seed=10).lengths, whole.lengths)
 
 
 def test_mismatched_reference_is_refused(tsp_files, atsp_files):
