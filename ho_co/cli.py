@@ -399,7 +399,7 @@ def _cmd_solve(sub: argparse._SubParsersAction) -> None:
         files = instance_files(args.instances)
         outs = _solve_outputs(files, args)
         out = outs[0]
-        with sigterm_raises():
+        with sigterm_raises(), _InfoOnStderr():  # the driver's notes: cached, replaced, resuming
             try:
                 for path, out in zip(files, outs):
                     _solve_one(solver, path, out, args)

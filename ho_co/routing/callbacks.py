@@ -1,6 +1,9 @@
 """Lightning callbacks of `ho-co train`: a learning curve that travels with the weights,
 per-rank seeds for DDP, the run's config stored inside every checkpoint, and `last.ckpt` that
 always holds the run's final state.
+
+What they have to say goes through Lightning's `rank_zero_info`, as Lightning's own notices do:
+one line from rank 0, shown where the run shows Lightning's (stderr by default).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 CURVE_FIELDS = ["epoch", "global_step", "instances_seen", "wall_s", "cpu_s", "val_length", "val_gap_percent", "device"]
 
@@ -123,9 +127,8 @@ class ScheduleByEpoch(Callback):
                                  f"{trainer.current_epoch}; resume with its own checkpoint state or another schedule")
             if changed:
                 scheduler.__dict__.update(settings)
-                if trainer.is_global_zero:
-                    print(f"learning-rate schedule from epoch {trainer.current_epoch} on: {_shown(settings)} "
-                          f"(the config's; the checkpoint had {_shown(restored)})", flush=True)
+                rank_zero_info(f"learning-rate schedule from epoch {trainer.current_epoch} on: {_shown(settings)} "
+                               f"(the config's; the checkpoint had {_shown(restored)})")
             scheduler.last_epoch = trainer.current_epoch
             rates = scheduler._get_closed_form_lr()
             for group, rate in zip(scheduler.optimizer.param_groups, rates):
@@ -207,10 +210,8 @@ class LastCheckpoint(Checkpoint):
         if trainer.global_step == 0:
             return  # nothing trained yet: nothing worth keeping
         self.save(trainer)
-        if trainer.is_global_zero:
-            print(f"training stopped ({type(exception).__name__}) at step {trainer.global_step}; "
-                  f"its state is in {self.path}: resume with the same command and ckpt_path={self.path}",
-                  flush=True)
+        rank_zero_info(f"training stopped ({type(exception).__name__}) at step {trainer.global_step}; "
+                       f"its state is in {self.path}: resume with the same command and ckpt_path={self.path}")
 
 
 class LearningCurve(Callback):

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -40,6 +41,8 @@ from ho_co.problems.references import References
 from ho_co.problems.tours import check_tours, tour_lengths
 from ho_co.solvers.registry import SolverSpec, get_solver
 from ho_co.solvers.stopping import stops_deferred
+
+log = logging.getLogger(__name__)
 
 CHUNK_MAX = 16  # instances per task: coarse enough to amortize pickling, fine enough to resume
 STOP_POLL_S = 0.1  # how often the parent, waiting on workers, looks for a stop signal
@@ -57,7 +60,9 @@ def solve_instances(solver: str, instances: Instances, *, out=None, workers: int
     """Tours for every instance, each solved on its cost matrix (the instances' own metric).
 
     Results are written to ``out`` (default: a cache file named by solver and instance hash),
-    which doubles as the cache: the same request again returns it without solving.
+    which doubles as the cache: the same request again returns it without solving. `progress`
+    shows a progress bar on stderr; a cache hit, a replaced file and a resume are INFO records of
+    this module's logger (`ho-co solve` shows them on stderr).
     """
     spec = get_solver(solver)  # unknown or not installed: a clear error before any work
     cost = instances.cost_matrix
@@ -73,17 +78,17 @@ def solve_instances(solver: str, instances: Instances, *, out=None, workers: int
 
     cached = _cached(out, digest, solver, limit)
     if cached is not None:
-        _say(progress, f"{out}: cached {solver} references for these instances")
+        log.info("%s: cached %s references for these instances", out, solver)
         return cached
     if out.exists():
-        _say(progress, f"{out}: holds other references (instances, solver or time limit "
-                       "differ): solving again and replacing it")
+        log.info("%s: holds other references (instances, solver or time limit differ): solving again and "
+                 "replacing it", out)
 
     partial = partial_path(out)
     header = {"instances_hash": digest, "solver": solver, "time_limit": time_limit, "size": size}
     done = _read_partial(partial, header, n)
     if done:
-        _say(progress, f"{partial}: resuming, {len(done)}/{size} instances already solved")
+        log.info("%s: resuming, %d/%d instances already solved", partial, len(done), size)
     todo = [b for b in range(size) if b not in done]
     if todo:
         _run_workers(spec, cost, todo, time_limit, workers, partial, header, done, progress)
@@ -152,13 +157,13 @@ def _run_workers(spec: SolverSpec, cost, todo, time_limit, workers, partial, hea
         pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_context(),
                                    initializer=_worker_init)
         try:
-            with open(partial, "a") as log:
+            with open(partial, "a") as lines:
                 pending = {pool.submit(_solve_chunk, spec, [(b, cost[b]) for b in c], time_limit)
                            for c in chunks}
                 while pending and stop.signum is None:
                     finished, pending = wait(pending, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        _log_chunk(fut.result(), done, log)
+                        _log_chunk(fut.result(), done, lines)
                         if bar is not None:
                             bar[0].update(bar[1], completed=len(done))
             stop.raise_if_stopped()
@@ -177,12 +182,12 @@ def _run_workers(spec: SolverSpec, cost, todo, time_limit, workers, partial, hea
     stop.raise_if_stopped()  # a stop that came after the last wait, during the shutdown
 
 
-def _log_chunk(results, done: dict, log) -> None:
+def _log_chunk(results, done: dict, lines) -> None:
     for b, tour, optimal, method in results:
         done[b] = (tour, optimal, method)
-        log.write(json.dumps({"i": b, "tour": tour.tolist(), "optimal": optimal,
-                              "method": method}) + "\n")
-    log.flush()
+        lines.write(json.dumps({"i": b, "tour": tour.tolist(), "optimal": optimal,
+                                "method": method}) + "\n")
+    lines.flush()
 
 
 def _worker_init() -> None:
@@ -247,7 +252,3 @@ def _progress_bar(enabled: bool, label: str, total: int, completed: int):
     bar.start()
     return bar, task
 
-
-def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr)

@@ -3,6 +3,8 @@ smoke checkpoint reused by the eval tests (training is the slow part)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -61,3 +63,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def rank_zero_log(caplog):
+    """caplog holding what the callbacks said through Lightning's `rank_zero_info`. Lightning's
+    logger stops propagating to the root logger (caplog's) when the root had no handler as
+    Lightning was imported, so caplog's handler also listens on it directly."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)

@@ -23,7 +23,7 @@ def _optimizer():
     return torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
 
 
-def test_the_configs_milestones_win_over_the_checkpoints(capsys):
+def test_the_configs_milestones_win_over_the_checkpoints(rank_zero_log):
     optimizer = _optimizer()
     checkpoint = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[85], gamma=0.1)
     for _ in range(136):
@@ -33,10 +33,10 @@ def test_the_configs_milestones_win_over_the_checkpoints(capsys):
     configured.optimizer.param_groups[0]["lr"] = 1e-4  # as the optimizer's restored state has it
     assert _resume(configured, 136, lambda s: s.load_state_dict(saved)) == pytest.approx(1e-5)
     assert sorted(configured.milestones) == [85, 136] and configured.last_epoch == 136
-    assert "milestones=[85, 136], gamma=0.1 (the config's; the checkpoint had milestones=[85]" in capsys.readouterr().out
+    assert "milestones=[85, 136], gamma=0.1 (the config's; the checkpoint had milestones=[85]" in rank_zero_log.text
 
 
-def test_a_schedule_restored_in_step_with_its_config_is_left_alone(capsys):
+def test_a_schedule_restored_in_step_with_its_config_is_left_alone(rank_zero_log):
     scheduler = torch.optim.lr_scheduler.MultiStepLR(_optimizer(), milestones=[3], gamma=0.1)
     for _ in range(5):
         scheduler.step()
@@ -44,7 +44,7 @@ def test_a_schedule_restored_in_step_with_its_config_is_left_alone(capsys):
     fresh = torch.optim.lr_scheduler.MultiStepLR(_optimizer(), milestones=[3], gamma=0.1)
     fresh.optimizer.param_groups[0]["lr"] = 1e-4
     assert _resume(fresh, 5, lambda s: s.load_state_dict(saved)) == pytest.approx(1e-4)
-    assert capsys.readouterr().out == ""
+    assert rank_zero_log.text == ""
 
 
 def test_a_plateau_schedule_keeps_its_restored_history():
