@@ -139,7 +139,7 @@ class _InfoOnStderr:
 FINETUNE_FLAGS = (
     "model", "spec.method", "data", "eval_data", "output", "spec.target_modules", "spec.exclude_modules",
     "spec.order", "spec.dims", "spec.lora_r", "spec.lora_alpha", "epochs", "max_steps", "batch_size",
-    "grad_accum", "lr", "max_length", "dtype", "save_steps", "resume", "merge", "seed",
+    "grad_accum", "lr", "max_length", "prompt", "dtype", "save_steps", "resume", "merge", "seed",
 )
 
 
@@ -173,11 +173,20 @@ def _cmd_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lm-eval", help="perplexity on text, accuracy on multiple-choice JSONL")
-    p.add_argument("--model", required=True, help="a `ho-co finetune` output or any HF causal LM")
+    from ho_co.llm.data import PROMPT_FORMATS
+    from ho_co.llm.sources import DEFAULT_MODEL
+
+    p = sub.add_parser("lm-eval", help="perplexity on text, accuracy on multiple-choice JSONL, exact match of answers")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"a `ho-co finetune` output, any HF causal LM, a .gguf file (default {DEFAULT_MODEL})")
     p.add_argument("--base-model", help="override the recorded base model of a LoRA/QuanTA adapter")
     p.add_argument("--text", help="plain text file: report perplexity")
     p.add_argument("--choices", help="JSONL of {question, choices, answer}: report accuracy")
+    p.add_argument("--answers", help="Alpaca JSONL whose outputs end on a number: report the exact match of "
+                                     "greedy answers and the held-out loss")
+    p.add_argument("--prompt", choices=PROMPT_FORMATS, default="auto", help="--answers prompts (default auto)")
+    p.add_argument("--limit", type=int, help="--answers: score the first N records only")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="--answers: reply length limit (default 64)")
     p.add_argument("--block-size", type=int, default=1024, help="perplexity window (capped at the model's)")
     p.add_argument("--stride", type=int, help="perplexity window step (default: block size)")
 
@@ -186,11 +195,13 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
 
         import torch
 
-        from ho_co.llm.lm_eval import multiple_choice, perplexity
+        from ho_co.llm.lm_eval import exact_match, multiple_choice, perplexity
         from ho_co.llm.models import load_finetuned
 
-        if not (args.text or args.choices):
-            raise ValueError("give --text FILE, --choices FILE, or both")
+        if not (args.text or args.choices or args.answers):
+            raise ValueError("give --text FILE, --choices FILE or --answers FILE (or several)")
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
         model, tokenizer = load_finetuned(args.model, base_model=args.base_model)
         model.to("cuda" if torch.cuda.is_available() else "cpu")
         results = {}
@@ -198,10 +209,40 @@ def _cmd_lm_eval(sub: argparse._SubParsersAction) -> None:
             results["text"] = perplexity(model, tokenizer, args.text, args.block_size, args.stride)
         if args.choices:
             results["choices"] = multiple_choice(model, tokenizer, args.choices, args.block_size)
+        if args.answers:
+            scored = exact_match(model, tokenizer, args.answers, args.prompt, args.max_new_tokens, limit=args.limit)
+            results["answers"] = {k: v for k, v in scored.items() if k != "correct"}
         print(json.dumps(results, indent=2))
         return 0
 
     p.set_defaults(handler=run)
+
+
+def _cmd_llm_experiment(sub: argparse._SubParsersAction) -> None:
+    from ho_co.llm.experiment import ExperimentConfig
+
+    p = sub.add_parser(
+        "llm-experiment",
+        help="the fine-tuning methods side by side on the arithmetic task, several seeds, one run per core",
+        epilog=config_overrides(ExperimentConfig, "seeds=[0,1,2] max_steps=32 lrs.full=1e-4"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_flags(p, ExperimentConfig, ("model", "output"))
+    p.add_argument("--report", action="store_true", help="only write the table and figure from the results so far")
+
+    def run(args: argparse.Namespace) -> int:
+        from ho_co.llm.experiment import report, run_experiment
+
+        config = _config(ExperimentConfig, args, ("model", "output"))
+        with _InfoOnStderr():
+            summary = report(config.output) if args.report else run_experiment(config)
+        print(summary["table"])
+        print(f"figure: {summary['figure']}")
+        for failure in summary.get("failed", []):
+            print(f"failed: {failure}", file=sys.stderr)
+        return 1 if summary.get("failed") else 0
+
+    p.set_defaults(handler=run, accepts_overrides=True)
 
 
 PRETRAIN_FLAGS = ("text", "output")
@@ -275,7 +316,7 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optima", help="published optimal lengths for the gap, lines 'name: length'")
     p.add_argument("--out", help="write tours and lengths in `ho-co solve`'s format (.npz; a directory "
                    "for several files)")
-    p.add_argument("--augment", type=int, default=1, help="augmentations, best of all (default 1: none)")
+    p.add_argument("--augment", type=positive_int, default=1, help="augmentations, best of all (default 1: none)")
     p.add_argument("--starts", type=int, help="POMO start nodes (default: all N)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -302,6 +343,17 @@ def _cmd_eval(sub: argparse._SubParsersAction) -> None:
         return 0
 
     p.set_defaults(handler=run)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _cmd_make_data(sub: argparse._SubParsersAction) -> None:
@@ -542,6 +594,7 @@ COMMANDS = [
     _cmd_report,
     _cmd_finetune,
     _cmd_lm_eval,
+    _cmd_llm_experiment,
     _cmd_pretrain,
 ]
 

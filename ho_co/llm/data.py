@@ -5,6 +5,11 @@ JSONL file. Each becomes the Alpaca prompt followed by the response and EOS; the
 labels are -100 so only the response is learned (the usual SFT recipe: the model should not
 spend capacity predicting the instructions it is given).
 
+The prompt is rendered in one of `PROMPT_FORMATS`: "alpaca" (the template below), "chat" (the
+tokenizer's own chat template, one user turn holding the instruction and the input, the response
+as the assistant's turn, as an instruction-tuned model was trained and is prompted), or "auto":
+chat when the tokenizer has a chat template, else alpaca.
+
 Plain text (`.txt`) is one token stream cut into equal blocks, every token a label.
 
 Bad input never trains silently: a malformed record raises `DataError` naming the file and
@@ -29,6 +34,8 @@ PROMPT_NO_INPUT = (
     "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 )
 
+PROMPT_FORMATS = ("auto", "alpaca", "chat")
+
 INSTRUCTION_SUFFIXES = (".json", ".jsonl")
 TEXT_SUFFIXES = (".txt",)
 
@@ -47,6 +54,31 @@ class Instruction:
     def prompt(self) -> str:
         template = PROMPT_WITH_INPUT if self.input else PROMPT_NO_INPUT
         return template.format(instruction=self.instruction, input=self.input)
+
+    def user_message(self) -> str:
+        """The instruction and input as one chat turn."""
+        return f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
+
+
+def prompt_format(tokenizer, prompt: str = "auto") -> str:
+    """"alpaca" or "chat" for `prompt` (one of PROMPT_FORMATS) and this tokenizer."""
+    if prompt not in PROMPT_FORMATS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPT_FORMATS)}, got {prompt!r}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt == "auto":
+        return "chat" if has_template else "alpaca"
+    if prompt == "chat" and not has_template:
+        raise DataError("the tokenizer has no chat template; use the alpaca prompt")
+    return prompt
+
+
+def prompt_ids(record: Instruction, tokenizer, prompt: str = "alpaca") -> list[int]:
+    """The token ids of `record`'s prompt, up to where the response starts ("alpaca" or "chat")."""
+    if prompt == "chat":
+        text = tokenizer.apply_chat_template([{"role": "user", "content": record.user_message()}],
+                                             tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(record.prompt(), add_special_tokens=True)["input_ids"]
 
 
 def _check_record(obj, where: str) -> Instruction:
@@ -104,23 +136,24 @@ def read_instructions(path: str | Path) -> list[Instruction]:
     return records
 
 
-def encode_instruction(record: Instruction, tokenizer, max_length: int) -> dict[str, list[int]]:
-    """input_ids / attention_mask / labels with the prompt masked (-100) and EOS appended.
+def encode_instruction(record: Instruction, tokenizer, max_length: int, prompt: str = "alpaca") -> dict[str, list[int]]:
+    """input_ids / attention_mask / labels with the prompt ("alpaca" or "chat") masked (-100)
+    and EOS appended.
 
     Prompt and response are tokenized separately, so the mask boundary is exact whatever the
     tokenizer merges across it.
     """
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token; responses need one to learn where to stop")
-    prompt_ids = tokenizer(record.prompt(), add_special_tokens=True)["input_ids"]
+    prompt_tokens = prompt_ids(record, tokenizer, prompt)
     response_ids = tokenizer(record.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if len(prompt_ids) >= max_length:
+    if len(prompt_tokens) >= max_length:
         raise DataError(
-            f"{record.where}: the prompt is {len(prompt_ids)} tokens, leaving no room for the "
+            f"{record.where}: the prompt is {len(prompt_tokens)} tokens, leaving no room for the "
             f"response within max_length={max_length}; raise --max-length or shorten the record"
         )
-    input_ids = (prompt_ids + response_ids)[:max_length]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    input_ids = (prompt_tokens + response_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_tokens) + response_ids)[:max_length]
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
 
@@ -162,11 +195,13 @@ def encode_text_blocks(path: str | Path, tokenizer, block_size: int) -> list[dic
     return text_blocks(text_token_ids(path, tokenizer), block_size, str(path))
 
 
-def load_examples(path: str | Path, tokenizer, max_length: int) -> list[dict[str, list[int]]]:
-    """Tokenized training examples from an instruction file or a plain text file (by suffix)."""
+def load_examples(path: str | Path, tokenizer, max_length: int, prompt: str = "auto") -> list[dict[str, list[int]]]:
+    """Tokenized training examples from an instruction file (its prompts in the `prompt` format,
+    see `prompt_format`) or a plain text file (by suffix)."""
     path = Path(path)
     if path.suffix in INSTRUCTION_SUFFIXES:
-        return [encode_instruction(r, tokenizer, max_length) for r in read_instructions(path)]
+        fmt = prompt_format(tokenizer, prompt)
+        return [encode_instruction(r, tokenizer, max_length, fmt) for r in read_instructions(path)]
     if path.suffix in TEXT_SUFFIXES:
         return encode_text_blocks(path, tokenizer, max_length)
     raise DataError(

@@ -12,7 +12,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ho_co.llm.data import PROMPT_FORMATS
 from ho_co.llm.methods import METHODS, MethodSpec
+from ho_co.llm.sources import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 class FinetuneConfig:
     """One fine-tuning run; every field is settable from the command line (`ho-co finetune`)."""
 
-    model: str = field(metadata={"help": "local model directory or hub name"})
     data: str = field(metadata={"help": "Alpaca .json/.jsonl (prompt masked) or plain .txt"})
+    model: str = field(default=DEFAULT_MODEL, metadata={
+        "help": "local model directory, hub name, .gguf file or packaged model (smollm2-135m)"})
     output: str | None = field(default=None, metadata={"help": "output directory (None: runs/finetune-METHOD)"})
     spec: MethodSpec = field(default_factory=lambda: MethodSpec("c2q"))
     eval_data: str | None = field(default=None, metadata={"help": "held-out file in the same formats, evaluated each epoch"})
@@ -34,6 +37,9 @@ class FinetuneConfig:
     grad_accum: int = 1
     lr: float | None = field(default=None, metadata={"help": "learning rate (None: the method's usual one)"})
     max_length: int = field(default=512, metadata={"help": "tokens per example (capped at the model's)"})
+    prompt: str = field(default="auto", metadata={
+        "choices": PROMPT_FORMATS, "help": "instruction prompts: alpaca, chat (the tokenizer's chat template), "
+                                           "auto (chat when the tokenizer has one)"})
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
     merge: bool = field(default=False, metadata={"help": "lora/quanta: save a merged plain model"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in OUTPUT"})
@@ -47,6 +53,34 @@ class FinetuneConfig:
             self.output = f"runs/finetune-{self.spec.method}"
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.prompt not in PROMPT_FORMATS:
+            raise ValueError(f"prompt must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt!r}")
+
+
+def check_spec(model: str, spec: MethodSpec) -> list[str]:
+    """The module names `spec` adapts in `model`, resolved on a weightless (meta-device) copy
+    built from the config alone; each is checked against the method's layer (QuanTA's dims must
+    factor its features, HOLinear's order must not exceed its width). ValueError naming the
+    module, before any weight is loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ho_co.llm.methods import target_names
+    from ho_co.llm.sources import model_config
+    from ho_co.replace import replace_linear
+
+    config = model_config(model)  # a GGUF file: dequantized into the cache first (not on meta)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    names = target_names(skeleton, spec)
+    method = METHODS[spec.method]
+    if hasattr(method, "layer_config"):  # c2q, quanta: ho-co's own layers
+        try:
+            replace_linear(skeleton, lambda linear: linear, names=names, dry_run=True,
+                           check=method.layer_config(spec).check)
+        except ValueError as err:
+            raise ValueError(f"{spec.method}: {err}") from None
+    return names
 
 
 def build_trainer(model, tokenizer, train_examples, config: FinetuneConfig, eval_examples=None):
@@ -99,11 +133,12 @@ def finetune(config: FinetuneConfig) -> dict:
     for path, option in ((config.data, "--data"), (config.eval_data, "--eval-data")):
         if path and not Path(path).is_file():  # before the model: loading one can take minutes
             raise DataError(f"{path}: no such data file ({option})")
+    check_spec(config.model, config.spec)  # a bad dims/order fails before the weights load
     set_seed(config.seed)
     model, tokenizer = load_pretrained(config.model, config.dtype)
     max_length = context_length(model, config.max_length)
-    train_examples = load_examples(config.data, tokenizer, max_length)
-    eval_examples = load_examples(config.eval_data, tokenizer, max_length) if config.eval_data else None
+    train_examples = load_examples(config.data, tokenizer, max_length, config.prompt)
+    eval_examples = load_examples(config.eval_data, tokenizer, max_length, config.prompt) if config.eval_data else None
     model = apply_method(model, config.spec)
     trainable, total = trainable_parameters(model)
     log.info("%s: %s trainable of %s parameters (%.3f%%)", config.spec.method, f"{trainable:,}", f"{total:,}",

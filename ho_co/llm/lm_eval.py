@@ -1,4 +1,5 @@
-"""Evaluate a causal LM: perplexity on a text file, accuracy on multiple-choice questions.
+"""Evaluate a causal LM: perplexity on a text file, accuracy on multiple-choice questions,
+exact match of generated answers.
 
 Perplexity slides a window of `block_size` tokens over the file with step `stride`; each token
 is scored once, with as much left context as the window allows (the Hugging Face perplexity
@@ -9,6 +10,12 @@ Multiple choice scores each choice by its log-likelihood as a continuation of
 picks the highest total log-likelihood, `accuracy_norm` the highest per byte of the choice.
 The JSONL records are {"question": str, "choices": [str, ...], "answer": int | str}; the
 answer is a 0-based index, the text of a choice, or a letter A, B, ...
+
+Exact match (`exact_match`) takes Alpaca records (`instruction`, `input`, `output`, as
+`ho-co finetune` trains on) whose output ends on a number (`ho_co.llm.tasks.final_answer`):
+each prompt (the chat template by default, see `data.prompt_format`) is answered greedily, and
+the number the reply ends on must equal the record's. It also reports the held-out loss: the
+mean negative log-likelihood per response token of the records' own outputs.
 """
 
 from __future__ import annotations
@@ -150,3 +157,90 @@ def multiple_choice(model, tokenizer, path: str | Path, max_length: int = 1024) 
         correct_norm += max(range(len(normed)), key=normed.__getitem__) == q.answer
     n = len(questions)
     return {"accuracy": correct / n, "accuracy_norm": correct_norm / n, "questions": n}
+
+
+def _left_padded(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 64,
+                     batch_size: int = 16) -> list[str]:
+    """The greedy continuation of each tokenized prompt (left-padded batches), decoded without
+    special tokens; generation stops at EOS."""
+    from transformers import GenerationConfig
+
+    model.eval()
+    device = _device(model)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = _left_padded(prompts[start : start + batch_size], pad, device)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        replies += tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+    return replies
+
+
+@torch.no_grad()
+def response_loss(model, tokenizer, examples: list[dict[str, list[int]]], batch_size: int = 16) -> float:
+    """Mean negative log-likelihood per label token (the responses of `data.encode_instruction`
+    examples), over all of them."""
+    from ho_co.llm.data import IGNORE_INDEX, make_collator
+
+    model.eval()
+    device = _device(model)
+    collate = make_collator(tokenizer)
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                       ignore_index=IGNORE_INDEX, reduction="sum"))
+        count += int((labels != IGNORE_INDEX).sum())
+    return total / count
+
+
+def read_answers(path: str | Path, limit: int | None = None):
+    """(records, gold answers) of an Alpaca file whose outputs end on a number; DataError naming
+    the file and line of a record without one."""
+    from ho_co.llm.data import read_instructions
+    from ho_co.llm.tasks import final_answer
+
+    records = read_instructions(path)[:limit]
+    answers = []
+    for record in records:
+        answer = final_answer(record.output)
+        if answer is None:
+            raise DataError(f"{record.where}: 'output' holds no answer (no number to compare a reply with)")
+        answers.append(answer)
+    return records, answers
+
+
+def exact_match(model, tokenizer, path: str | Path, prompt: str = "auto", max_new_tokens: int = 64,
+                batch_size: int = 16, limit: int | None = None, max_length: int = 512,
+                with_loss: bool = True, with_replies: bool = False) -> dict:
+    """{"exact_match", "questions", "correct" (one bool per record), "loss" (`response_loss`),
+    "replies" (if asked)} on the Alpaca records of `path` (the first `limit`), prompted in the
+    `prompt` format."""
+    from ho_co.llm.data import encode_instruction, prompt_format, prompt_ids
+    from ho_co.llm.tasks import final_answer
+
+    records, answers = read_answers(path, limit)
+    fmt = prompt_format(tokenizer, prompt)
+    max_length = context_length(model, max_length)
+    replies = generate_replies(model, tokenizer, [prompt_ids(r, tokenizer, fmt) for r in records],
+                               max_new_tokens, batch_size)
+    correct = [final_answer(reply) == answer for reply, answer in zip(replies, answers)]
+    result = {"exact_match": sum(correct) / len(records), "questions": len(records), "correct": correct}
+    if with_loss:
+        examples = [encode_instruction(r, tokenizer, max_length, fmt) for r in records]
+        result["loss"] = response_loss(model, tokenizer, examples, batch_size)
+    if with_replies:
+        result["replies"] = replies
+    return result

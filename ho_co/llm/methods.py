@@ -97,7 +97,9 @@ def declare_causal_lm_loss(model: nn.Module) -> nn.Module:
 def _pretrained(name: str | Path, dtype: torch.dtype) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    return declare_causal_lm_loss(AutoModelForCausalLM.from_pretrained(name, dtype=dtype))
+    from ho_co.llm.sources import model_source  # a GGUF base: its dequantized copy
+
+    return declare_causal_lm_loss(AutoModelForCausalLM.from_pretrained(model_source(name), dtype=dtype))
 
 
 class Method:
@@ -137,6 +139,11 @@ class Full(Method):
 
     def apply(self, model: nn.Module, spec: MethodSpec) -> nn.Module:
         return model.requires_grad_(True)
+
+    def save(self, model: nn.Module, out: Path, spec: MethodSpec) -> None:
+        from ho_co.llm.sources import save_plain  # also a model loaded from GGUF
+
+        save_plain(model, out)
 
     def load(self, path: Path, spec: MethodSpec, base_model: str, dtype: torch.dtype) -> nn.Module:
         return _pretrained(path, dtype)
@@ -181,7 +188,9 @@ class C2Q(_Converted):
     def save(self, model: nn.Module, out: Path, spec: MethodSpec) -> None:
         from safetensors.torch import save_model
 
-        model.config.save_pretrained(out)
+        from ho_co.llm.sources import plain_config
+
+        plain_config(model.config).save_pretrained(out)  # no quantization settings of a GGUF source
         save_model(model, str(out / self.weights_file))
 
     def load(self, path: Path, spec: MethodSpec, base_model: str, dtype: torch.dtype) -> nn.Module:

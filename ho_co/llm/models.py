@@ -1,13 +1,14 @@
-"""Where the causal LMs come from: `load_pretrained` (any Hugging Face causal LM, ready to
-train) and `load_finetuned` (an output of `ho-co finetune`, in one call), with `save_finetuned`,
-the writer of what `load_finetuned` reads.
+"""Where the causal LMs come from: `load_pretrained` (any Hugging Face causal LM, a GGUF file
+or a packaged model, see `ho_co.llm.sources`; ready to train) and `load_finetuned` (an output of
+`ho-co finetune`, in one call), with `save_finetuned`, the writer of what `load_finetuned` reads.
 
 Every fine-tuned directory holds the tokenizer and `ho_co_finetune.json` (method, base model,
 the MethodSpec with the exact converted module names). The weights are the method's
 (`ho_co.llm.methods`, each method's `save` and `load`):
 
 - full, or any method saved with `merge=True`: a plain Hugging Face model
-  (`save_pretrained`), loadable by `AutoModelForCausalLM.from_pretrained` as well.
+  (`sources.save_plain`, also for a model loaded from GGUF), loadable by
+  `AutoModelForCausalLM.from_pretrained` as well.
 - lora: PEFT's adapter files (`adapter_config.json`, `adapter_model.safetensors`).
 - quanta: `quanta_adapter/` (`ho_co.adapters.save_adapter`: the gates and which modules
   carry them), applied to the base model again by `load_adapter`.
@@ -27,15 +28,15 @@ import torch
 from torch import nn
 
 from ho_co.llm.methods import METHODS, MethodSpec, declare_causal_lm_loss
+from ho_co.llm.sources import model_reference, model_source, save_plain
 
 META_FILE = "ho_co_finetune.json"
 FORMAT_VERSION = 1
 
 
 def _base_reference(base_model: str) -> str:
-    """A local directory is stored as an absolute path, so the reload works from anywhere."""
-    path = Path(base_model)
-    return str(path.resolve()) if path.is_dir() else base_model
+    """A local directory or GGUF file is stored as an absolute path, so the reload works from anywhere."""
+    return model_reference(base_model)
 
 
 def _dtype_name(model: nn.Module) -> str:
@@ -59,7 +60,7 @@ def save_finetuned(
         method.save(model, out, spec)
     else:
         model = merged_model
-        model.save_pretrained(out)
+        save_plain(model, out)
     tokenizer.save_pretrained(out)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -93,9 +94,10 @@ def read_meta(path: str | Path) -> dict | None:
 def load_tokenizer(name: str):
     """A Hugging Face tokenizer ready for training batches: a tokenizer without a pad token
     (LLaMA, GPT-2) pads with EOS; padding goes to the right, where the attention mask and
-    -100 labels hide it."""
+    -100 labels hide it. `name`: a folder, hub name, GGUF file or packaged model."""
     from transformers import AutoTokenizer
 
+    name = model_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except OSError as err:  # transformers' several-line "not a local folder and not a valid model identifier"
@@ -108,10 +110,11 @@ def load_tokenizer(name: str):
 
 
 def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
-    """A Hugging Face causal LM and its tokenizer (`load_tokenizer`; local directory or hub
-    name), ready to train."""
+    """A Hugging Face causal LM and its tokenizer (`load_tokenizer`; local directory, hub name,
+    GGUF file or packaged model: `sources.model_source`), ready to train."""
     from transformers import AutoModelForCausalLM
 
+    name = model_source(name)  # a GGUF file: its dequantized copy in the cache
     tokenizer = load_tokenizer(name)
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
@@ -121,12 +124,13 @@ def load_pretrained(name: str, dtype: str | torch.dtype = "float32"):
 def load_finetuned(path: str | Path, base_model: str | None = None):
     """(model, tokenizer) from a directory written by `save_finetuned`, in one call.
 
-    A directory without ho-co metadata loads as a plain Hugging Face model. `base_model`
-    overrides the recorded base (LoRA and QuanTA adapters are applied on top of it).
+    A directory without ho-co metadata loads as a plain Hugging Face model, and so does anything
+    `load_pretrained` takes (a GGUF file, a packaged model, a hub name). `base_model` overrides
+    the recorded base (LoRA and QuanTA adapters are applied on top of it).
     """
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such model directory")
+        return load_pretrained(str(path))
     meta = read_meta(path)
     if meta is None or meta["merged"]:
         return load_pretrained(str(path), meta["dtype"] if meta else "float32")
@@ -135,7 +139,7 @@ def load_finetuned(path: str | Path, base_model: str | None = None):
     method = METHODS[spec.method]
     tokenizer = load_tokenizer(str(path))
     base = base_model or meta["base_model"]
-    if method.adapter and Path(base).is_absolute() and not Path(base).is_dir():
+    if method.adapter and Path(base).is_absolute() and not Path(base).exists():
         raise FileNotFoundError(
             f"{path / META_FILE}: the base model {base} of this {spec.method} adapter is gone; "
             "pass base_model= (--base-model) with its new location"
