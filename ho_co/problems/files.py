@@ -66,7 +66,9 @@ def load_instances(
     else:
         raise ValueError(f"{path}: unknown instance format (use .npz, or TSPLIB .tsp/.atsp)")
     if problem is not None and inst.problem != problem:
-        raise ValueError(f"{path}: holds {inst.problem.upper()} instances, expected {problem.upper()}")
+        hint = (" (refused rather than read as symmetric matrices: save them as cost_matrix to run an "
+                "ATSP model on them)" if inst.locs is not None and problem == "atsp" else "")
+        raise ValueError(f"{path}: holds {inst.problem.upper()} instances, expected {problem.upper()}{hint}")
     if num_loc is not None and inst.num_loc != int(num_loc):
         raise ValueError(f"{path}: instances have N={inst.num_loc} nodes, expected num_loc={num_loc}")
     return inst

@@ -55,7 +55,8 @@ def _one_line_error(capsys) -> str:
 
 
 BAD_ATSP = {
-    "TSP coordinates": (lambda: dict(locs=generate_tsp(7, 2, seed=0)), "holds TSP instances, expected ATSP"),
+    "TSP coordinates": (lambda: dict(locs=generate_tsp(7, 2, seed=0)),
+                        "holds TSP instances, expected ATSP \\(refused rather than read as symmetric matrices"),
     "non-square": (lambda: dict(cost_matrix=np.ones((2, 7, 6))), r"\[B, N, N\]"),
     "negative": (lambda: dict(cost_matrix=-generate_atsp(7, 2, seed=0)), "negative costs"),
     "NaN": (lambda: dict(cost_matrix=np.where(np.eye(7) == 1, 0, np.nan)[None]), "NaN or inf"),
