@@ -224,7 +224,7 @@ def _cmd_llm_experiment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "llm-experiment",
         help="the fine-tuning methods side by side on the arithmetic task, several seeds, one run per core",
-        epilog=config_overrides(ExperimentConfig, "seeds=[0,1,2] max_steps=32 lrs.full=1e-4"),
+        epilog=config_overrides(ExperimentConfig, "seeds=[0,1,2] max_steps=40 lrs.full=1e-4"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_flags(p, ExperimentConfig, ("model", "output"))

@@ -67,7 +67,7 @@ class ExperimentConfig:
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
         "help": "full, c2q-K, lora-R, lora-qp (QuanTA's parameter count), quanta"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    max_steps: int = field(default=32, metadata={"help": "training steps of every variant"})
+    max_steps: int = field(default=40, metadata={"help": "training steps of every variant"})
     batch_size: int = 8
     max_length: int = field(default=256, metadata={"help": "tokens per example"})
     lrs: dict[str, float] = field(default_factory=dict, metadata={
@@ -76,7 +76,7 @@ class ExperimentConfig:
     prompt: str = field(default="auto", metadata={"choices": PROMPT_FORMATS})
     eval_examples: int = field(default=100, metadata={"help": "held-out problems scored at the end"})
     curve_examples: int = field(default=32, metadata={"help": "held-out problems scored every eval_every steps"})
-    eval_every: int = 8
+    eval_every: int = 10
     max_new_tokens: int = 48
     eval_batch_size: int = 16
     cores: list[int] = field(default_factory=lambda: [0, 1], metadata={
@@ -490,11 +490,13 @@ def plot_curves(rows: list[dict], png: str | Path) -> Path:
             sds.append(sd)
         xs, ys = ([0] if start else []) + steps, [100 * v for v in start] + means
         sds = [0.0] * len(start) + sds
-        (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=f"{label} ({len(runs)} seeds)")
+        seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+        (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=f"{label} ({seeds})")
         ax.fill_between(xs, [y - s for y, s in zip(ys, sds)], [y + s for y, s in zip(ys, sds)],
                         color=line.get_color(), alpha=0.15)
     if base and base[0]["curve"]:
         ax.axhline(100 * base[0]["curve"][0][1], color="gray", linestyle="--", linewidth=1, label="base model")
+    ax.set_ylim(0, 100)
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out exact match (%)")
     ax.grid(alpha=0.3)
