@@ -57,13 +57,13 @@ def test_a_stop_mid_epoch_is_in_last_ckpt_and_resuming_redoes_nothing(tmp_path, 
     assert all(int(r["instances_seen"]) == 8 * int(r["global_step"]) for r in rows)  # batch 8: none redone
 
 
-def test_an_interrupted_run_keeps_its_state_and_says_how_to_resume(tmp_path, smoke, capsys):
+def test_an_interrupted_run_keeps_its_state_and_says_how_to_resume(tmp_path, smoke, rank_zero_log):
     with pytest.raises(SystemExit):  # Lightning's answer to Ctrl-C
         train(compose(smoke(tmp_path, "r", "trainer.max_epochs=3", "+callbacks.stop._target_=run_probes.InterruptAt",
                             "+callbacks.stop.step=6")))
     last = tmp_path / "r" / "checkpoints" / "last.ckpt"
     assert stored(last) == (6, [4])
-    assert f"ckpt_path={last}" in capsys.readouterr().out
+    assert f"ckpt_path={last}" in rank_zero_log.text
     resumed = train(compose(smoke(tmp_path, "r", "trainer.max_epochs=2", "ckpt_path=last")))
     assert resumed["global_step"] == 8
     assert [int(r["global_step"]) for r in curve_rows(resumed["output_dir"])] == [4, 8]
