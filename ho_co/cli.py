@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from ho_co.logs import InfoOnStderr
+
 def _cmd_version(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("version", help="print the ho-co version")
 
@@ -118,24 +120,6 @@ def _config(config_cls: type, args: argparse.Namespace, keys: Sequence[str]):
     return OmegaConf.to_object(merged)
 
 
-class _InfoOnStderr:
-    """ho-co's own INFO messages (what was adapted, the data sizes) on stderr while a command
-    runs: the library logs, the command line shows."""
-
-    def __enter__(self):
-        import logging
-
-        self.logger, self.handler = logging.getLogger("ho_co"), logging.StreamHandler(sys.stderr)
-        self.handler.setFormatter(logging.Formatter("%(message)s"))
-        self.level = self.logger.level
-        self.logger.addHandler(self.handler)
-        self.logger.setLevel(logging.INFO)
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.level)
-
-
 FINETUNE_FLAGS = (
     "model", "spec.method", "data", "eval_data", "output", "spec.target_modules", "spec.exclude_modules",
     "spec.order", "spec.dims", "spec.lora_r", "spec.lora_alpha", "epochs", "max_steps", "batch_size",
@@ -164,7 +148,7 @@ def _cmd_finetune(sub: argparse._SubParsersAction) -> None:
 
         from ho_co.llm.finetune import finetune
 
-        with _InfoOnStderr():
+        with InfoOnStderr():
             summary = finetune(_config(FinetuneConfig, args, FINETUNE_FLAGS))
         print(json.dumps(summary, indent=2))
         return 0
@@ -234,7 +218,7 @@ def _cmd_llm_experiment(sub: argparse._SubParsersAction) -> None:
         from ho_co.llm.experiment import report, run_experiment
 
         config = _config(ExperimentConfig, args, ("model", "output"))
-        with _InfoOnStderr():
+        with InfoOnStderr():
             summary = report(config.output) if args.report else run_experiment(config)
         print(summary["table"])
         print(f"figure: {summary['figure']}")
@@ -264,7 +248,7 @@ def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
 
         from ho_co.llm.pretrain import pretrain
 
-        with _InfoOnStderr():
+        with InfoOnStderr():
             summary = pretrain(_config(PretrainConfig, args, PRETRAIN_FLAGS))
         print(json.dumps({k: summary[k] for k in ("final_val_loss", "best_val_loss", "train_runtime_s")}, indent=2))
         return 0
@@ -451,7 +435,7 @@ def _cmd_solve(sub: argparse._SubParsersAction) -> None:
         files = instance_files(args.instances)
         outs = _solve_outputs(files, args)
         out = outs[0]
-        with sigterm_raises(), _InfoOnStderr():  # the driver's notes: cached, replaced, resuming
+        with sigterm_raises(), InfoOnStderr():  # the driver's notes: cached, replaced, resuming
             try:
                 for path, out in zip(files, outs):
                     _solve_one(solver, path, out, args)

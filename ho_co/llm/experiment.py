@@ -528,12 +528,12 @@ def report(output: str | Path) -> dict:
 
 
 def _job_main(job_file: str) -> int:
-    from ho_co.cli import _InfoOnStderr
+    from ho_co.logs import InfoOnStderr
 
     job = json.loads(Path(job_file).read_text())
     config = ExperimentConfig(**job["config"])
     info = json.loads((Path(config.output) / "plan.json").read_text())
-    with _InfoOnStderr():
+    with InfoOnStderr():
         row = run_job(config, job["label"], job["seed"], info, core=job["core"])
     print(json.dumps({k: v for k, v in row.items() if k != "curve"}))
     return 0
