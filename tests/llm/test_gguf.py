@@ -15,18 +15,7 @@ from ho_co.llm.data import load_examples, make_collator
 from ho_co.llm.methods import METHODS, MethodSpec, apply_method
 from ho_co.llm.models import load_finetuned, load_pretrained, read_meta, save_finetuned
 from ho_co.llm.sources import GGUFError, cache_folder, check_gguf, model_source
-
-
-@torch.no_grad()
-def logits(model, batch):
-    model.eval()
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-
-@torch.no_grad()
-def loss(model, batch):
-    model.eval()
-    return float(model(**batch).loss)
+from model_outputs import logits, loss
 
 
 def tied(model):

@@ -10,22 +10,11 @@ from ho_co.llm.data import load_examples, make_collator
 from ho_co.llm.finetune import FinetuneConfig, build_trainer
 from ho_co.llm.methods import METHODS, MethodSpec, apply_method
 from ho_co.llm.models import load_finetuned, load_pretrained, read_meta, save_finetuned
+from model_outputs import logits, loss
 
 
 def batch_of(examples, tokenizer):
     return make_collator(tokenizer)(examples)
-
-
-@torch.no_grad()
-def logits(model, batch):
-    model.eval()
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-
-@torch.no_grad()
-def loss(model, batch):
-    model.eval()
-    return float(model(**batch).loss)
 
 
 @pytest.fixture
