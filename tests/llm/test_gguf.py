@@ -15,7 +15,7 @@ from ho_co.llm.data import load_examples, make_collator
 from ho_co.llm.methods import METHODS, MethodSpec, apply_method
 from ho_co.llm.models import load_finetuned, load_pretrained, read_meta, save_finetuned
 from ho_co.llm.sources import GGUFError, cache_folder, check_gguf, model_source
-from model_outputs import logits, loss
+from model_outputs import logits, loss, perturb_trainable
 
 
 def tied(model):
@@ -110,13 +110,6 @@ def test_a_model_transformers_loads_from_gguf_saves_through_save_plain(gguf_sour
                                atol=1e-6, rtol=1e-6)
 
 
-def _perturb_trainable(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=gen))
-
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_saves_and_reloads_on_a_gguf_base(loaded, gguf_source, method, tmp_path):
@@ -129,7 +122,7 @@ def test_every_method_saves_and_reloads_on_a_gguf_base(loaded, gguf_source, meth
         assert len(spec.replaced) == 14 and isinstance(model.model.layers[0].mlp.down_proj, HOLinear)
         assert loss(model, batch) == pytest.approx(before, abs=1e-5)
         assert tied(model)
-    _perturb_trainable(model)
+    perturb_trainable(model)
     expected = logits(model, batch)
     save_finetuned(model, tokenizer, tmp_path / "out", spec, str(path))
     meta = read_meta(tmp_path / "out")
@@ -148,7 +141,7 @@ def test_merge_on_a_gguf_base_is_a_plain_model(loaded, gguf_source, method, tmp_
     model, tokenizer, batch = loaded
     spec = MethodSpec(method)
     model = apply_method(model, spec)
-    _perturb_trainable(model, seed=1)
+    perturb_trainable(model, seed=1)
     expected = logits(model, batch)
     save_finetuned(model, tokenizer, tmp_path / "merged", spec, str(path), merge=True)
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")

@@ -10,7 +10,7 @@ from ho_co.llm.data import load_examples, make_collator
 from ho_co.llm.finetune import FinetuneConfig, build_trainer
 from ho_co.llm.methods import METHODS, MethodSpec, apply_method
 from ho_co.llm.models import load_finetuned, load_pretrained, read_meta, save_finetuned
-from model_outputs import logits, loss
+from model_outputs import logits, loss, perturb_trainable
 
 
 def batch_of(examples, tokenizer):
@@ -114,21 +114,13 @@ def test_one_training_step_lowers_the_loss(loaded, method, tmp_path):
         assert all(s.abs().max() > 0 for s in scales)  # the high orders started to grow
 
 
-def _perturb_trainable(model, seed=0):
-    """Make adapters non-trivial (LoRA B and QuanTA T - S start at zero) without training."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=gen))
-
 
 @pytest.mark.parametrize("arch, method", ROUND_TRIP_CASES)
 def test_save_load_round_trip_gives_the_same_logits(loaded, model_dir, method, tmp_path):
     model, tokenizer, _, batch = loaded
     spec = MethodSpec(method)
     model = apply_method(model, spec)
-    _perturb_trainable(model)
+    perturb_trainable(model)
     expected = logits(model, batch)
     save_finetuned(model, tokenizer, tmp_path / "out", spec, str(model_dir))
     assert read_meta(tmp_path / "out")["method"] == method
@@ -143,7 +135,7 @@ def test_merged_save_is_a_plain_hf_model_with_the_same_logits(loaded, model_dir,
     model, tokenizer, _, batch = loaded
     spec = MethodSpec(method)
     model = apply_method(model, spec)
-    _perturb_trainable(model)
+    perturb_trainable(model)
     expected = logits(model, batch)
     save_finetuned(model, tokenizer, tmp_path / "merged", spec, str(model_dir), merge=True)
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # no ho-co, no PEFT needed
@@ -160,7 +152,7 @@ def test_quanta_adapter_on_a_moved_base(loaded, model_dir, tmp_path):
     model, tokenizer, _, batch = loaded
     spec = MethodSpec("quanta")
     apply_method(model, spec)
-    _perturb_trainable(model, seed=1)
+    perturb_trainable(model, seed=1)
     expected = logits(model, batch)
     moved = tmp_path / "base"
     shutil.copytree(model_dir, moved)
