@@ -6,8 +6,9 @@ file is decoded from a normalised copy (see `policy_input`) and measured in its 
 MatNet's augmentation is its own: the same instance decoded again with fresh random one-hot
 column embeddings (rl4co's dihedral/symmetric transforms act on coordinates, which a cost matrix
 does not have); coordinate policies (AM/POMO on TSP) use rl4co's dihedral-8 / symmetric one.
-MatNet's one-hots are drawn per instance and per copy from (seed, copy, instance index) alone,
-so the batch size, the thread count and `--starts` do not change which tours come out.
+MatNet's one-hots are drawn per instance and per copy from (seed, copy, instance index) alone:
+the draws, and so the tours, do not depend on the batch size or the thread count, and `--starts`
+changes the start nodes, never the draws.
 Copy 0 of every augmentation is the plain decode (the identity transform, the same seeded draw),
 so more augmentations never give a longer tour. Validation during training, the run summary and
 `ho-co eval` all decode here.

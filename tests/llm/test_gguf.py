@@ -110,7 +110,6 @@ def test_a_model_transformers_loads_from_gguf_saves_through_save_plain(gguf_sour
                                atol=1e-6, rtol=1e-6)
 
 
-
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_saves_and_reloads_on_a_gguf_base(loaded, gguf_source, method, tmp_path):
     path, _ = gguf_source

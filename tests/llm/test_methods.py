@@ -114,7 +114,6 @@ def test_one_training_step_lowers_the_loss(loaded, method, tmp_path):
         assert all(s.abs().max() > 0 for s in scales)  # the high orders started to grow
 
 
-
 @pytest.mark.parametrize("arch, method", ROUND_TRIP_CASES)
 def test_save_load_round_trip_gives_the_same_logits(loaded, model_dir, method, tmp_path):
     model, tokenizer, _, batch = loaded
