@@ -31,6 +31,7 @@ from pathlib import Path
 
 TRAIN_FILE = "arith_train.jsonl"
 HELDOUT_FILE = "arith_heldout.jsonl"
+VAL_FILE = "arith_val.jsonl"
 ANSWER_PROMPT = "End your reply with 'Answer: ' and the number."
 
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Ben", "Ivy", "Max", "Lily", "Tom", "Nora", "Eli", "Ruby", "Jack",
@@ -161,23 +162,30 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
     return path
 
 
-def write_splits(out_dir: str | Path, n_train: int = 1000, n_heldout: int = 200, seed: int = 0) -> tuple[Path, Path]:
-    """The training split (seed `seed`) and the held-out split (seed `seed + 1`, no problem of
-    the training split) as JSONL files `TRAIN_FILE` and `HELDOUT_FILE` in `out_dir`."""
+def write_splits(out_dir: str | Path, n_train: int = 1000, n_heldout: int = 200, seed: int = 0,
+                 n_val: int = 100) -> tuple[Path, Path, Path]:
+    """The training split (seed `seed`), the held-out split (seed `seed + 1`) and the validation
+    split (seed `seed + 2`), no problem in two of them, as JSONL files `TRAIN_FILE`, `HELDOUT_FILE`
+    and `VAL_FILE` in `out_dir`. Choices (learning rates, steps) are read off the validation
+    split, so that the held-out split stays a test set."""
     train = make_problems(n_train, seed)
-    heldout = make_problems(n_heldout, seed + 1, exclude={r["instruction"] for r in train})
+    seen = {r["instruction"] for r in train}
+    heldout = make_problems(n_heldout, seed + 1, exclude=seen)
+    val = make_problems(n_val, seed + 2, exclude=seen | {r["instruction"] for r in heldout})
     out = Path(out_dir)
-    return write_jsonl(train, out / TRAIN_FILE), write_jsonl(heldout, out / HELDOUT_FILE)
+    return (write_jsonl(train, out / TRAIN_FILE), write_jsonl(heldout, out / HELDOUT_FILE),
+            write_jsonl(val, out / VAL_FILE))
 
 
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="write the arithmetic task's train and held-out splits")
+    parser = argparse.ArgumentParser(description="write the arithmetic task's train, held-out and validation splits")
     parser.add_argument("out_dir", nargs="?", default="data/llm")
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--heldout", type=int, default=200)
+    parser.add_argument("--val", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    for written in write_splits(args.out_dir, args.train, args.heldout, args.seed):
+    for written in write_splits(args.out_dir, args.train, args.heldout, args.seed, args.val):
         print(written)

@@ -40,12 +40,14 @@ def test_problems_are_seeded_and_their_worked_answers_are_right():
 
 
 def test_the_shipped_splits_are_the_generators(tmp_path):
-    train, heldout = tasks.write_splits(tmp_path)
-    assert (DATA / tasks.TRAIN_FILE).read_bytes() == train.read_bytes()
-    assert (DATA / tasks.HELDOUT_FILE).read_bytes() == heldout.read_bytes()
+    train, heldout, val = tasks.write_splits(tmp_path)
+    for name, written in ((tasks.TRAIN_FILE, train), (tasks.HELDOUT_FILE, heldout), (tasks.VAL_FILE, val)):
+        assert (DATA / name).read_bytes() == written.read_bytes()
     train_set = {json.loads(line)["instruction"] for line in train.read_text().splitlines()}
     held = [json.loads(line)["instruction"] for line in heldout.read_text().splitlines()]
-    assert len(train_set) == 1000 and len(held) == len(set(held)) == 200 and not train_set & set(held)
+    chosen_on = {json.loads(line)["instruction"] for line in val.read_text().splitlines()}
+    assert len(train_set) == 1000 and len(held) == len(set(held)) == 200 and len(chosen_on) == 100
+    assert not train_set & set(held) and not chosen_on & (train_set | set(held))
 
 
 @pytest.mark.parametrize("reply, answer", [
@@ -61,7 +63,7 @@ def test_final_answer(reply, answer):
 
 @pytest.fixture
 def task_files(tmp_path):
-    train, heldout = tasks.write_splits(tmp_path / "task", n_train=24, n_heldout=6, seed=3)
+    train, heldout, _ = tasks.write_splits(tmp_path / "task", n_train=24, n_heldout=6, seed=3, n_val=4)
     return train, heldout
 
 
