@@ -20,7 +20,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-CURVE_FIELDS = ["epoch", "global_step", "instances_seen", "wall_s", "cpu_s", "val_length", "val_gap_percent", "device"]
+CURVE_FIELDS = ["epoch", "global_step", "instances_seen", "wall_s", "cpu_s", "val_length", "val_gap_percent", "device",
+                "val_set"]
 
 
 class RankSeed(Callback):
@@ -287,6 +288,10 @@ class LearningCurve(Callback):
         if ref is not None:
             pl_module.log("val/gap", mean_gap(lengths, ref.lengths), prog_bar=True, sync_dist=True)
 
+    def val_set_name(self) -> str:
+        """The validation file's stem, in every row: a curve that changes sets says where."""
+        return Path(self.instances_path).stem if self.instances_path else ""
+
     def validation_set(self, env):
         """The fixed validation instances and their references (None without `reference`),
         read and checked once per run."""
@@ -312,7 +317,7 @@ class LearningCurve(Callback):
         self.rows.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step,
                           "instances_seen": self.instances_seen, "wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3),
                           "val_length": length, "val_gap_percent": "" if gap is None else gap,
-                          "device": device_name(pl_module.device)})
+                          "device": device_name(pl_module.device), "val_set": self.val_set_name()})
         self._write_csv()
         if self.plot_file is not None and gap is not None:
             from ho_co.routing.figures import plot_curves

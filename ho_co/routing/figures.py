@@ -81,7 +81,7 @@ def _number(value: str | None) -> float | str:
 def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
                 x: str | Sequence[str] = ("instances_seen", "wall_s")) -> Path:
     """One PNG: validation gap (%) of each run against instances seen, wall-clock minutes and/or
-    CPU-hours (one panel per axis in `x`)."""
+    CPU-hours (one panel per axis in `x`); a dotted line where a run's validation set changes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +98,9 @@ def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
         for label, rows in runs.items():
             if key in rows[0]:
                 xs = [r[key] / SCALE.get(key, 1) for r in rows]
-                ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
+                (line,) = ax.plot(xs, [r["val_gap_percent"] for r in rows], marker="o", markersize=3, label=label)
+                for i in set_changes(rows):
+                    ax.axvline(xs[i], color=line.get_color(), linestyle=":", linewidth=1)
         missing = [label for label, rows in runs.items() if key not in rows[0]]
         if missing:
             ax.set_title(f"no {key} column: {', '.join(missing)}", fontsize=9)
@@ -113,6 +115,14 @@ def plot_curves(curves: Mapping[str, str | Path], out: str | Path,
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def set_changes(rows: list[dict]) -> list[int]:
+    """Indices of the rows whose validation set (`val_set`) differs from the row before (a dotted
+    line in the figure: the gaps on either side are on different instances)."""
+    names = [row.get("val_set") for row in rows]
+    names = ["" if not isinstance(name, str) else name for name in names]  # absent or empty: NaN
+    return [i for i in range(1, len(names)) if names[i] != names[i - 1]]
 
 
 def panels(runs: Mapping[str, list[dict]], curves: Mapping[str, str | Path], keys: list[str]) -> list[str]:

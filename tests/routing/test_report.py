@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from ho_co.cli import main
-from ho_co.routing.figures import plot_curves, read_curve
+from ho_co.routing.figures import plot_curves, read_curve, set_changes
 from ho_co.routing.report import comparison_table, parse_labelled
 
 CURVE = "epoch,global_step,instances_seen,wall_s,val_length,val_gap_percent\n0,10,640,60.0,6.1,7.2\n1,20,1280,120.0,5.9,3.7\n"
@@ -88,6 +88,13 @@ def test_a_tsplib_directory_eval_is_one_row_of_mean_gaps(tmp_path):
     lines = comparison_table({"HO": path}).splitlines()
     assert lines[2] == "| concorde (reference; 2 files: ulysses16, st70) | - | 0.000 | - | - | - |"
     assert lines[3] == "| HO | - | 3.000 | 1 | 0.500 | cpu |" and len(lines) == 4
+
+
+def test_a_change_of_validation_set_is_found_where_it_happens():
+    rows = [{"val_set": float("nan")}, {"val_set": float("nan")}, {"val_set": "tsp50_val"},
+            {"val_set": "tsp50_val"}, {"val_set": "other"}]
+    assert set_changes(rows) == [2, 4]
+    assert set_changes([{"epoch": 0.0}, {"epoch": 1.0}]) == []  # curves without the column
 
 
 def test_a_curve_without_instances_seen_is_drawn_against_time(tmp_path, capsys):

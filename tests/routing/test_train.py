@@ -53,7 +53,7 @@ def test_compose_errors_name_the_problem():
         compose(["experiment=does_not_exist"])
 
 
-def test_smoke_tsp_trains_checkpoints_and_logs_gap(tsp_run):
+def test_smoke_tsp_trains_checkpoints_and_logs_gap(tsp_run, tsp_files):
     result, runs = tsp_run
     assert result["global_step"] == 8 and result["epoch"] == 2
     assert Path(result["last_checkpoint"]).is_file() and Path(result["best_checkpoint"]).is_file()
@@ -62,6 +62,7 @@ def test_smoke_tsp_trains_checkpoints_and_logs_gap(tsp_run):
     assert [int(r["instances_seen"]) for r in rows] == [32, 64]
     assert all(float(r["val_gap_percent"]) >= -1e-6 for r in rows)  # optimal references
     assert all(float(r["val_length"]) > 0 and float(r["wall_s"]) > 0 for r in rows)
+    assert {r["val_set"] for r in rows} == {Path(tsp_files[0]).stem}  # which instances the gaps are on
     ckpt = torch.load(result["last_checkpoint"], weights_only=False)
     assert ckpt["ho_co"]["config"]["model"]["policy"]["ho"]["order"] == 2
 
