@@ -61,7 +61,7 @@ class EpochSeed(Callback):
     whatever their initialisation drew, and a run resumed at an epoch boundary continues exactly
     as it would have without the stop (rl4co draws the next epoch's data from the global RNG,
     which a restart resets). The instances replace those in the epoch's dataset before its first
-    batch is read."""
+    batch is read; a dataset marked `fixed` (a labelled pool read every epoch) is left as it is."""
 
     def __init__(self, seed: int | None):
         self.seed = seed
@@ -73,11 +73,12 @@ class EpochSeed(Callback):
 
         state = np.random.SeedSequence((self.seed, trainer.current_epoch, trainer.global_rank)).generate_state(2)
         dataset = trainer.train_dataloader.dataset
-        torch.manual_seed(int(state[0]))
-        fresh = pl_module.env.dataset(len(dataset), phase="train")
-        if type(fresh) is not type(dataset):
-            raise TypeError(f"EpochSeed replaces a {type(dataset).__name__}, got a {type(fresh).__name__}")
-        dataset.__dict__.update(fresh.__dict__)
+        if not getattr(dataset, "fixed", False):
+            torch.manual_seed(int(state[0]))
+            fresh = pl_module.env.dataset(len(dataset), phase="train")
+            if type(fresh) is not type(dataset):
+                raise TypeError(f"EpochSeed replaces a {type(dataset).__name__}, got a {type(fresh).__name__}")
+            dataset.__dict__.update(fresh.__dict__)
         torch.manual_seed(int(state[1]))
 
 
@@ -141,31 +142,43 @@ def _shown(settings: dict) -> str:
     return ", ".join(f"{k}={sorted(v.elements()) if hasattr(v, 'elements') else v}" for k, v in settings.items())
 
 
+# SittingBudget's clocks: the time module's function each reads (looked up at each reading)
+BUDGET_CLOCKS = {"wall": "perf_counter", "cpu": "process_time"}
+
+
 class SittingBudget(Callback):
-    """Stop at an epoch boundary before `minutes` of this invocation's wall time run out: after
+    """Stop at an epoch boundary before `minutes` of this invocation's time run out: after
     each epoch, if one more epoch as long as the median one so far would cross the budget, the
     run ends there (validated, checkpointed, resumable with `ckpt_path=last`). The median, not the
     slowest: one epoch stretched by a pause (`kill -STOP` while something else is timed) would
     otherwise end the sitting epochs early. Lightning's `max_time` counts all resumes together
-    and stops mid-epoch; this is the budget of one sitting of a run that continues over several."""
+    and stops mid-epoch; this is the budget of one sitting of a run that continues over several.
 
-    def __init__(self, minutes: float | None = None):
+    clock: "wall" counts wall time; "cpu" counts this process's CPU time (all its threads), so
+    runs compared at equal CPU time get equal shares whatever else the box is running."""
+
+    def __init__(self, minutes: float | None = None, clock: str = "wall"):
         if minutes is not None and not minutes > 0:
             raise ValueError(f"callbacks.budget.minutes must be > 0, got {minutes}")
-        self.minutes = minutes
+        if clock not in BUDGET_CLOCKS:
+            raise ValueError(f"callbacks.budget.clock must be one of {sorted(BUDGET_CLOCKS)}, got {clock!r}")
+        self.minutes, self.clock = minutes, clock
         self._start = self._epoch_start = 0.0
         self._epochs: list[float] = []
 
+    def now(self) -> float:
+        return getattr(time, BUDGET_CLOCKS[self.clock])()
+
     def on_train_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        self._start = self.now()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self.now()
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.minutes is None or trainer.sanity_checking:
             return
-        now = time.perf_counter()
+        now = self.now()
         self._epochs.append(now - self._epoch_start)
         if now + statistics.median(self._epochs) - self._start > 60 * self.minutes:
             trainer.should_stop = True

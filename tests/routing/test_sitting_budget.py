@@ -44,3 +44,30 @@ def test_a_validation_during_the_sanity_check_counts_nothing(monkeypatch):
 def test_a_budget_must_be_positive(minutes):
     with pytest.raises(ValueError, match="callbacks.budget.minutes must be > 0"):
         SittingBudget(minutes)
+
+
+def test_the_cpu_clock_counts_cpu_time_not_wall_time(monkeypatch):
+    """Sharing a core, an epoch takes 200 s of wall time for 100 s of CPU: a budget of 10 CPU
+    minutes still lasts six such epochs (on the wall clock it would last three)."""
+    wall, cpu = [0.0], [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: wall[0])
+    monkeypatch.setattr(callbacks.time, "process_time", lambda: cpu[0])
+    trained = {}
+    for clock in ("cpu", "wall"):
+        wall[0] = cpu[0] = 0.0
+        budget, trainer = SittingBudget(10, clock=clock), SimpleNamespace(sanity_checking=False, should_stop=False)
+        budget.on_train_start(trainer, None)
+        for done in range(1, 11):
+            budget.on_train_epoch_start(trainer, None)
+            wall[0] += 200
+            cpu[0] += 100
+            budget.on_validation_end(trainer, None)
+            if trainer.should_stop:
+                break
+        trained[clock] = done
+    assert trained == {"cpu": 6, "wall": 3}
+
+
+def test_an_unknown_clock_is_refused():
+    with pytest.raises(ValueError, match="callbacks.budget.clock must be one of \\['cpu', 'wall'\\], got 'gpu'"):
+        SittingBudget(10, clock="gpu")
