@@ -126,6 +126,53 @@ def test_the_tour_pass_reuses_the_rollouts_attention_with_the_same_gradients(mon
         torch.testing.assert_close(kept_grads[name], grad, rtol=1e-4, atol=floor, msg=name)
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_given_tours_are_evaluated_like_rl4co_without_a_rollout(variant, monkeypatch):
+    """`actions=` (rl4co's multi-start evaluation, what teacher forcing trains on) takes the one
+    pass over the tours: rl4co's log-likelihoods per step and gradients, and no decoding step."""
+    from ho_co.routing.fast import loop as fast_module
+
+    plain, fast = pair(variant)
+    env, td = instances("tsp")
+    torch.manual_seed(7)
+    tours = torch.stack([torch.randperm(N) for _ in range(2 * N * B)])  # 2N starts: every node twice
+    starts = torch.arange(2 * N).repeat_interleave(B) % N
+    tails = torch.stack([t[t != s] for t, s in zip(tours, starts)])
+    steps, split = [], []
+    monkeypatch.setattr(fast_module, "pointer_step", lambda *a, **kw: steps.append(1))
+    kernel = fast_module.split_tour_logits
+    monkeypatch.setattr(fast_module, "split_tour_logits", lambda *a, **kw: split.append(1) or kernel(*a, **kw))
+    results = []
+    for policy in (plain, fast):
+        out = run(policy, env, td, phase="train", actions=tails, num_starts=2 * N, return_sum_log_likelihood=False)
+        policy.zero_grad()
+        out["log_likelihood"].sum(-1).mean().neg().backward()
+        results.append((out, {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}))
+    (a, a_grads), (b, b_grads) = results
+    assert steps == []
+    # the glimpse kernel on split score tables where the context projection is a plain Linear
+    assert split == ([] if variant == "ho_everywhere" or fast_module.glimpse_kernel() is None else [1])
+    assert torch.equal(b["actions"][:, 1:], tails) and (b["actions"][:, 0] == starts).all()
+    assert_same(a, b)
+    assert (b["log_likelihood"][:, [0, -1]] == 0).all() and (b["log_likelihood"][:, 1:-1] < 0).all()
+    assert a_grads.keys() == b_grads.keys() and len(a_grads) > 10
+    floor = 1e-5 * max(grad.abs().max().item() for grad in a_grads.values())  # the fused mixer's float sums
+    for name in a_grads:
+        torch.testing.assert_close(b_grads[name], a_grads[name], rtol=1e-4, atol=floor, msg=name)
+
+
+def test_actions_that_are_not_tours_are_refused():
+    """A start that visits a node twice never ends rl4co's loop within the actions; here it is one line."""
+    plain, fast = pair("matnet")
+    env, td = instances("tsp")
+    tails = torch.arange(1, N).repeat(N * B, 1)  # start 0 gets a tour; every start s != 0 visits node s twice
+    with pytest.raises(IndexError):
+        run(plain, env, td, actions=tails, num_starts=N)
+    with pytest.raises(ValueError, match=f"actions: row {B} does not complete a tour from its start node 1 "
+                                         f"\\({(N - 1) * B} such rows\\)"):
+        run(fast, env, td, actions=tails, num_starts=N)
+
+
 def test_fewer_starts_per_step_logprobs_and_hidden():
     plain, fast = pair("ho_matnet")
     env, td = instances("atsp")

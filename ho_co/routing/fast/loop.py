@@ -33,9 +33,11 @@ interchangeable), forward signature and outputs, and replaces only the multi-sta
   adds CUDA graphs); the CPU path always stays eager.
 
 Layers that are not a plain `nn.Linear` (HOLinear placed in the decoder) cannot be split or
-folded; the step then calls them as rl4co does. Anything the lean loop does not cover
-(another env, single-start or beam decoding, `actions=` evaluation, entropy, top-k/p) falls
-back to rl4co's own forward, so the class is a drop-in for `AutoregressivePolicy`.
+folded; the step then calls them as rl4co does. Multi-start `actions=` evaluation (rl4co's
+"evaluate" decoding of given tours, what teacher forcing trains on) needs no rollout at all: the
+given tours go straight to the one pass (`tour_logp`). Anything else the lean loop does not cover
+(another env, single-start or beam decoding, entropy, top-k/p) falls back to rl4co's own
+forward, so the class is a drop-in for `AutoregressivePolicy`.
 Sampling draws `torch.multinomial` over the same [start * batch, N] rows as rl4co, so with
 the same seed the two policies sample the same tours.
 """
@@ -283,6 +285,16 @@ def split_glimpse(tables: StepTables, nodes: Tensor, blocked: Tensor) -> Tensor:
     return split_glimpse_forward(tables, nodes, blocked)[0]
 
 
+def split_tour_logits(tables: StepTables, nodes: Tensor, blocked: Tensor, out_proj: nn.Module | None) -> Tensor:
+    """The pass's logits [B, R, N] on split score tables where no rollout ran (given tours): the
+    glimpse kernel's forward over every row at once, and its backward through `SplitAttention`."""
+    with torch.no_grad():
+        out, logsumexp = split_glimpse_forward(tables, nodes, blocked)
+    glimpse = SplitAttention.apply(tables.score_first, tables.score_cur, nodes.contiguous(), tables.values,
+                                   blocked.unsqueeze(1), out, logsumexp)
+    return glimpse_logits(tables, glimpse, out_proj)
+
+
 class ReplayedLogits(torch.autograd.Function):
     """The pointer's logits glimpse . logit_keys (+ logit_bias) [B, R, N], forward given (the
     rollout's own logits: the very values it sampled from), backward as the bmm's."""
@@ -402,12 +414,12 @@ class FastMatNetPolicy(AutoregressivePolicy):
 
     def lean_applies(self, td: TensorDict, env, decode_type: str, actions, return_entropy: bool, calc_reward: bool,
                      kwargs: dict) -> bool:
-        """Whether this call is one the lean loop computes exactly like rl4co's."""
+        """Whether this call is one the lean loop computes exactly like rl4co's (given `actions`,
+        rl4co evaluates them whatever the decode type; `given_tours` checks them)."""
         num_starts = kwargs.get("num_starts")
         return (
             isinstance(env, ATSPEnv)
-            and decode_type in LEAN_DECODE
-            and actions is None
+            and (decode_type in LEAN_DECODE or actions is not None)
             and not return_entropy
             and calc_reward
             and set(kwargs) <= LEAN_KWARGS
@@ -422,7 +434,12 @@ class FastMatNetPolicy(AutoregressivePolicy):
                 return_init_embeds: bool = False, return_sum_log_likelihood: bool = True, actions=None,
                 max_steps: int = 1_000_000, **decoding_kwargs) -> dict:
         decode_type = decoding_kwargs.get("decode_type") or getattr(self, f"{phase}_decode_type")
-        if not self.lean_applies(td, env, decode_type, actions, return_entropy, calc_reward, decoding_kwargs):
+        lean = self.lean_applies(td, env, decode_type, actions, return_entropy, calc_reward, decoding_kwargs)
+        tours = given_tours(td, env, actions, decoding_kwargs.get("num_starts")) if lean and actions is not None else None
+        if tours is not None:
+            return self.evaluate(td, env, tours, decoding_kwargs, return_actions, return_hidden, return_init_embeds,
+                                 return_sum_log_likelihood)
+        if not lean or actions is not None:
             return super().forward(td, env, phase=phase, calc_reward=calc_reward, return_actions=return_actions,
                                    return_entropy=return_entropy, return_hidden=return_hidden,
                                    return_init_embeds=return_init_embeds,
@@ -437,6 +454,31 @@ class FastMatNetPolicy(AutoregressivePolicy):
         )
         if env.check_solution:
             env.check_solution_validity(td, per_start_rows(tours))
+        return self.outputs(td, tours, step_logp, hidden, init_embeds, return_actions, return_hidden,
+                            return_init_embeds, return_sum_log_likelihood)
+
+    def evaluate(self, td: TensorDict, env, tours: Tensor, decoding_kwargs: dict, return_actions: bool,
+                 return_hidden: bool, return_init_embeds: bool, return_sum_log_likelihood: bool) -> dict:
+        """rl4co's multi-start evaluation of given tours [B, S, N] (`given_tours`): the encoder and
+        the one pass over every step of the tours, with no rollout."""
+        hidden, init_embeds = self.compiled("encoder", self.encoder, td["action_mask"].device)(td)
+        row_emb, col_emb = hidden
+        split = split_scores_apply(self.decoder, row_emb)
+        tables = step_tables(self.decoder, row_emb, col_emb, tours[..., 0], split)
+        if split and not all(t.dtype == torch.float32 for t in (tables.score_first, tables.score_cur, tables.values)):
+            split, tables = False, tables._replace(score_first=None, score_cur=None)  # autocast: lower precision
+        layers = unfolded_layers(self.decoder, tables)
+        pointer = self.decoder.pointer
+        attention = functools.partial(split_tour_logits, out_proj=layers[1]) if split else pointer.sdpa_fn
+        step_logp = tour_logp(tables, tours, *layers, attention, pointer.mask_inner,
+                              decoding_kwargs.get("tanh_clipping", self.tanh_clipping),
+                              decoding_kwargs.get("temperature", self.temperature))
+        return self.outputs(td, tours, step_logp, hidden, init_embeds, return_actions, return_hidden,
+                            return_init_embeds, return_sum_log_likelihood)
+
+    def outputs(self, td: TensorDict, tours: Tensor, step_logp: Tensor, hidden, init_embeds, return_actions: bool,
+                return_hidden: bool, return_init_embeds: bool, return_sum_log_likelihood: bool) -> dict:
+        """rl4co's output dict for tours [B, S, N] and their step log-probabilities [B, S, N - 2]."""
         out = {"reward": per_start_rows(-tour_lengths(td["cost_matrix"], tours))}
         if return_sum_log_likelihood:
             out["log_likelihood"] = per_start_rows(step_logp.sum(-1))
@@ -461,9 +503,7 @@ class FastMatNetPolicy(AutoregressivePolicy):
         tables = step_tables(self.decoder, row_emb, col_emb, first, split)
         if split and not all(t.dtype == torch.float32 for t in (tables.score_first, tables.score_cur, tables.values)):
             split, tables = False, tables._replace(score_first=None, score_cur=None)  # autocast: lower precision
-        ctx = self.decoder.context_embedding.project_context
-        out = self.decoder.pointer.project_out
-        layers = (None if tables.query_cur is not None else ctx, None if type(out) is nn.Linear else out)
+        layers = unfolded_layers(self.decoder, tables)
         pointer = self.decoder.pointer
         step = self.compiled("step", pointer_step, row_emb.device)
 
@@ -524,6 +564,32 @@ class FastMatNetPolicy(AutoregressivePolicy):
         if name not in self._compiled:
             self._compiled[name] = torch.compile(fn, mode=self.compile, dynamic=False)
         return self._compiled[name]
+
+
+def unfolded_layers(decoder: AttentionModelDecoder, tables: StepTables) -> tuple[nn.Module | None, nn.Module | None]:
+    """The context and output projections a step must call itself (None: split or folded into `tables`)."""
+    out = decoder.pointer.project_out
+    return (None if tables.query_cur is not None else decoder.context_embedding.project_context,
+            None if type(out) is nn.Linear else out)
+
+
+def given_tours(td: TensorDict, env, actions: Tensor, num_starts: int | None) -> Tensor | None:
+    """The tours [B, S, N] that rl4co's multi-start evaluation decodes from `actions`, or None
+    where the lean pass does not reproduce it. As in rl4co, the start nodes are the env's
+    (`select_start_nodes`: row s * B + b starts at node s) and `actions` [S * B, N - 1] are the
+    nodes after them; rl4co decodes multi-start only when num_starts > 1 is given. Actions that
+    do not complete a tour are refused here (rl4co's loop runs past their end: an IndexError)."""
+    batch, num_loc = td["action_mask"].shape
+    if num_starts is None or num_starts < 2 or actions.shape != (num_starts * batch, num_loc - 1):
+        return None
+    first = env.select_start_nodes(td, num_starts=num_starts).view(num_starts, batch, 1)
+    tours = torch.cat([first, actions.view(num_starts, batch, num_loc - 1)], -1).transpose(0, 1)
+    nodes = torch.arange(num_loc, device=tours.device)
+    bad = (tours.sort(-1).values != nodes).any(-1).t().flatten().nonzero()  # rows s * B + b
+    if bad.numel():
+        raise ValueError(f"actions: row {int(bad[0])} does not complete a tour from its start node "
+                         f"{int(first.flatten()[bad[0]])} ({bad.numel()} such rows)")
+    return tours
 
 
 def check_rl4co_version() -> None:
