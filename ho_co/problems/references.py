@@ -76,7 +76,10 @@ def load_references(path: str | os.PathLike, instances: Instances) -> References
             f"{path}: reference has tours {list(tours.shape)} and lengths {list(lengths.shape)}, "
             f"but the instance file has {len(instances)} instances of N={instances.num_loc}"
         )
-    check_tours(tours, instances.num_loc)
+    try:
+        check_tours(tours, instances.num_loc)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     measured = tour_lengths(instances.cost_matrix, tours)
     bad = np.flatnonzero(~np.isclose(measured, lengths, rtol=1e-4, atol=1e-6))
     if bad.size:
