@@ -212,14 +212,16 @@ def _cmd_llm_experiment(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_flags(p, ExperimentConfig, ("model", "output"))
-    p.add_argument("--report", action="store_true", help="only write the table and figure from the results so far")
+    p.add_argument("--report", nargs="*", metavar="MERGE", default=None,
+                   help="only write the table and figure from the results so far (into --output), "
+                        "with those of these output folders merged in")
 
     def run(args: argparse.Namespace) -> int:
         from ho_co.llm.experiment import report, run_experiment
 
         config = _config(ExperimentConfig, args, ("model", "output"))
         with InfoOnStderr():
-            summary = report(config.output) if args.report else run_experiment(config)
+            summary = report(config.output, args.report) if args.report is not None else run_experiment(config)
         print(summary["table"])
         print(f"figure: {summary['figure']}")
         for failure in summary.get("failed", []):

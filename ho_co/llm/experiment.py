@@ -20,7 +20,8 @@ the first `eval_examples` held-out problems and the held-out loss (`lm_eval.exac
 trainable parameters, the CPU seconds of training, and the exact match on the first
 `curve_examples` of them every `eval_every` steps (the curve). `report` writes the table
 (`results.md`, `results.csv`: mean and standard deviation over seeds) and the figure of held-out
-accuracy against steps (`heldout_accuracy.png`).
+accuracy against steps (`heldout_accuracy.png`), over the results of other output folders as well
+when asked (`merge`).
 
 Every setting is checked before any run starts: the data files (a record without an answer
 fails naming its file and line), the variants, the cores, and each variant against the model's
@@ -439,33 +440,44 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return _mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """One row per label (base first, then in the order met): mean and sd over seeds."""
-    labels = []
+def groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each variant and learning rate (base first, then in the order met), named by
+    the variant, with `@ lr` where the rows hold the variant at more than one rate."""
+    rates: dict[str, list] = {}
     for row in rows:
-        if row["label"] not in labels:
-            labels.append(row["label"])
-    labels.sort(key=lambda label: label != BASE)
+        rates.setdefault(row["label"], [])
+        if row.get("lr") not in rates[row["label"]]:
+            rates[row["label"]].append(row.get("lr"))
+    named: dict[str, list[dict]] = {}
+    for label in sorted(rates, key=lambda label: label != BASE):  # stable: the order met otherwise
+        for lr in rates[label]:
+            name = label if len(rates[label]) == 1 else f"{label} @ {lr:g}"
+            named[name] = [row for row in rows if row["label"] == label and row.get("lr") == lr]
+    return named
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per variant and learning rate (`groups`): mean and sd over seeds."""
     table = []
-    for label in labels:
-        runs = [row for row in rows if row["label"] == label]
+    for name, runs in groups(rows).items():
         em_mean, em_sd = _mean_sd([100 * row["exact_match"] for row in runs])
         loss_mean, loss_sd = _mean_sd([row["loss"] for row in runs])
         table.append({
-            "label": label, "seeds": len(runs), "exact_match": em_mean, "exact_match_sd": em_sd,
+            "label": name, "seeds": len(runs), "exact_match": em_mean, "exact_match_sd": em_sd,
             "loss": loss_mean, "loss_sd": loss_sd, "trainable_parameters": runs[0]["trainable_parameters"],
-            "train_cpu_s": _mean([row["train_cpu_s"] for row in runs]),
+            "train_cpu_s": _mean([row["train_cpu_s"] for row in runs]), "lr": runs[0].get("lr"),
         })
     return table
 
 
 def format_table(table: list[dict]) -> str:
-    lines = ["| variant | seeds | held-out exact match (%) | held-out loss | trainable parameters | train CPU s |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| variant | lr | seeds | held-out exact match (%) | held-out loss | trainable parameters | train CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in table:
-        lines.append(f"| {row['label']} | {row['seeds']} | {row['exact_match']:.1f} ± {row['exact_match_sd']:.1f} "
-                     f"| {row['loss']:.3f} ± {row['loss_sd']:.3f} | {row['trainable_parameters']:,} "
-                     f"| {row['train_cpu_s']:.0f} |")
+        lr = "-" if row["lr"] is None else f"{row['lr']:g}"
+        lines.append(f"| {row['label']} | {lr} | {row['seeds']} | {row['exact_match']:.1f} ± "
+                     f"{row['exact_match_sd']:.1f} | {row['loss']:.3f} ± {row['loss_sd']:.3f} "
+                     f"| {row['trainable_parameters']:,} | {row['train_cpu_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -478,8 +490,9 @@ def plot_curves(rows: list[dict], png: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     base = [row for row in rows if row["label"] == BASE]
-    for label in dict.fromkeys(row["label"] for row in rows if row["label"] != BASE):
-        runs = [row for row in rows if row["label"] == label]
+    for label, runs in groups(rows).items():
+        if label == BASE:
+            continue
         steps = sorted({step for row in runs for step, _ in row["curve"]})
         start = [base[0]["curve"][0][1]] if base and base[0]["curve"] else []
         means, sds = [], []
@@ -508,14 +521,24 @@ def plot_curves(rows: list[dict], png: str | Path) -> Path:
     return png
 
 
-def report(output: str | Path) -> dict:
-    """results.md, results.csv and heldout_accuracy.png from OUTPUT/results.jsonl."""
+def report(output: str | Path, merge: list[str | Path] = ()) -> dict:
+    """results.md, results.csv and heldout_accuracy.png in OUTPUT, from OUTPUT/results.jsonl and
+    the results of the `merge` folders (experiments of the same task that differ in learning
+    rates, e.g. the adapters at a rate chosen on the validation split); a run found twice
+    (variant, seed and rate) counts once."""
     import csv
 
     out = Path(output)
-    rows = read_results(out)
-    if not rows:
-        raise ValueError(f"{out / RESULTS}: no results yet")
+    rows, seen = [], set()
+    for folder in [out, *map(Path, merge)]:
+        found = read_results(folder)
+        if not found:
+            raise ValueError(f"{folder / RESULTS}: no results yet")
+        for row in found:
+            key = (row["label"], row["seed"], row.get("lr"))
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
     table = summarize(rows)
     text = format_table(table)
     (out / "results.md").write_text(text + "\n")

@@ -152,7 +152,7 @@ def test_the_experiment_runs_resumes_and_reports(tmp_path, task_files, gguf_sour
     assert (out / "adapters" / "lora-qp" / "adapter_config.json").is_file()
     assert (out / "adapters" / "quanta" / "quanta_adapter").is_dir() and not (out / "adapters" / "full").exists()
     assert (out / "heldout_accuracy.png").stat().st_size > 1000
-    assert summary["table"].splitlines()[2].startswith("| base | 1 |") and "| quanta | 1 |" in summary["table"]
+    assert summary["table"].splitlines()[2].startswith("| base | - | 1 |") and "| quanta | 0.0002 | 1 |" in summary["table"]
     assert (out / "results.csv").read_text().startswith("label,seeds,exact_match,exact_match_sd,loss,")
 
     calls = []  # resumed with a second seed: only its runs
@@ -217,3 +217,30 @@ def test_quanta_parameter_count_matches_the_adapted_model(gguf_source, gguf_cach
     rank, n = experiment.lora_rank_for(skeleton, counted)
     model, _ = load_pretrained(str(path))
     assert trainable_parameters(apply_method(model, MethodSpec("lora", lora_r=rank)))[0] == n
+
+
+def _row(label, seed, lr, em):
+    return {"label": label, "seed": seed, "lr": lr, "exact_match": em, "loss": 1.0 - em,
+            "trainable_parameters": 0 if lr is None else 10, "train_cpu_s": 5.0, "curve": [[0 if lr is None else 2, em]]}
+
+
+def test_the_report_merges_folders_and_names_a_variant_run_at_two_rates(tmp_path, capsys):
+    from ho_co.cli import main
+
+    usual, tuned = tmp_path / "usual", tmp_path / "tuned"
+    for folder, rows in ((usual, [_row("base", 0, None, 0.0), _row("full", 0, 2e-5, 0.5), _row("lora-qp", 0, 2e-4, 0.1)]),
+                         (tuned, [_row("base", 0, None, 0.0), _row("lora-qp", 0, 1e-3, 0.4),
+                                  _row("lora-qp", 1, 1e-3, 0.6)])):
+        folder.mkdir()
+        for row in rows:
+            experiment.append_result(folder, row)
+    assert main(["llm-experiment", "--output", str(usual), "--report", str(tuned)]) == 0
+    lines = (usual / "results.md").read_text().splitlines()
+    assert [line.split(" | ")[0:3] for line in lines[2:]] == [
+        ["| base", "-", "1"], ["| full", "2e-05", "1"], ["| lora-qp @ 0.0002", "0.0002", "1"],
+        ["| lora-qp @ 0.001", "0.001", "2"]]
+    assert "| 50.0 ± 14.1 |" in lines[5]  # 40% and 60%: the two seeds of the tuned rate
+    assert (usual / "heldout_accuracy.png").stat().st_size > 1000 and not (tuned / "results.md").exists()
+    assert capsys.readouterr().out.startswith("| variant | lr | seeds |")
+    with pytest.raises(ValueError, match=r"empty/results.jsonl: no results yet"):
+        experiment.report(usual, [tmp_path / "empty"])
