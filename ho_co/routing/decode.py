@@ -188,8 +188,7 @@ def decode(policy, env, instances: Instances, num_starts=None, num_augment=1, ba
     policy.eval()
     with full_precision_matmuls():
         warm_up(policy, env, td_all[:1].to(device), num_starts, device)
-    start = time.perf_counter()
-    with full_precision_matmuls():
+        start = time.perf_counter()
         for i in batches:
             td = td_all[i : i + batch_size].to(device)
             cost = instances.cost_matrix[i : i + batch_size]
