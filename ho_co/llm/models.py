@@ -57,6 +57,8 @@ def save_finetuned(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if merged_model is None:
+        for config in getattr(model, "peft_config", {}).values():  # PEFT's files name the base as we do,
+            config.base_model_name_or_path = _base_reference(base_model)  # not by its dequantized cache
         method.save(model, out, spec)
     else:
         model = merged_model

@@ -126,6 +126,9 @@ def test_every_method_saves_and_reloads_on_a_gguf_base(loaded, gguf_source, meth
     save_finetuned(model, tokenizer, tmp_path / "out", spec, str(path))
     meta = read_meta(tmp_path / "out")
     assert meta["base_model"] == str(path.resolve()) and meta["method"] == method
+    if method == "lora":  # PEFT's own files name the GGUF file too, not its dequantized cache
+        assert json.loads((tmp_path / "out/adapter_config.json").read_text())["base_model_name_or_path"] == str(
+            path.resolve())
     reloaded, tok = load_finetuned(tmp_path / "out")
     assert tok("hello world")["input_ids"] == tokenizer("hello world")["input_ids"]
     torch.testing.assert_close(logits(reloaded, batch), expected, atol=1e-5, rtol=1e-5)
