@@ -135,8 +135,9 @@ def _checked_outputs(files, checkpoint, reference, optima, out, json_out, render
 
 def _means(rows: list[dict[str, Any]]) -> dict[str, float]:
     means = {"time_per_instance_ms": float(np.mean([r["time_per_instance_ms"] for r in rows]))}
-    if all("mean_gap_percent" in r for r in rows):
-        means["mean_gap_percent"] = float(np.mean([r["mean_gap_percent"] for r in rows]))
+    for key in ("mean_gap_percent", "greedy_gap_percent"):
+        if all(key in r for r in rows):
+            means[key] = float(np.mean([r[key] for r in rows]))
     return means
 
 

@@ -20,16 +20,31 @@ SEED_FIGURES = [
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The per-file Markdown table of a several-file `ho-co eval` result (`evaluate`), with the mean."""
-    lines = ["| name | N | type | optimum | length | gap % | ms |", "|---|---|---|---|---|---|---|"]
-    for r in result["files"]:
+    """The per-file Markdown table of a several-file `ho-co eval` result (`evaluate`), with the mean.
+    An augmented eval shows the plain decode (x1) beside the best of its copies (xA)."""
+    rows = result["files"]
+    augment = rows[0]["num_augment"]
+    plain = augment > 1 and all("greedy_mean_length" in r for r in rows)
+    head = ["name", "N", "type", "optimum"]
+    head += ["length x1", "gap x1 %", f"length x{augment}", f"gap x{augment} %"] if plain else ["length", "gap %"]
+    lines = ["| " + " | ".join([*head, "ms"]) + " |", "|" + "---|" * (len(head) + 1)]
+    for r in rows:
         ref = f"{r['reference_mean_length']:.6g}" if "reference_mean_length" in r else "-"
-        gap = f"{r['mean_gap_percent']:.2f}" if "mean_gap_percent" in r else "-"
-        lines.append(f"| {r['name']} | {r['num_loc']} | {r['edge_weight_type'] or r['problem'].upper()} | {ref} "
-                     f"| {r['mean_length']:.6g} | {gap} | {r['time_per_instance_ms']:.1f} |")
-    gap = f"{result['mean_gap_percent']:.2f}" if "mean_gap_percent" in result else "-"
-    lines.append(f"| mean ({len(result['files'])} files) | | | | | {gap} | {result['time_per_instance_ms']:.1f} |")
+        cells = [r["name"], str(r["num_loc"]), r["edge_weight_type"] or r["problem"].upper(), ref]
+        if plain:
+            cells += [f"{r['greedy_mean_length']:.6g}", _percent(r.get("greedy_gap_percent"))]
+        cells += [f"{r['mean_length']:.6g}", _percent(r.get("mean_gap_percent")), f"{r['time_per_instance_ms']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    means = [f"mean ({len(rows)} files)", "", "", ""]
+    if plain:
+        means += ["", _percent(result.get("greedy_gap_percent"))]
+    means += ["", _percent(result.get("mean_gap_percent")), f"{result['time_per_instance_ms']:.1f}"]
+    lines.append("| " + " | ".join(means) + " |")
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def comparison_table(evals: Mapping[str, str | Path], with_paper_rows: bool = True) -> str:

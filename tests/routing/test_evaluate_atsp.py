@@ -108,3 +108,31 @@ def test_symmetric_instances_still_decode_as_atsp_matrices(atsp_run, tmp_path):
     report = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", atsp_run, "--instances", str(path), "--json", str(report)]) == 0
     assert json.loads(report.read_text())["problem"] == "atsp"
+
+
+def test_augmented_per_file_table_shows_x1_beside_the_best_copy(atsp_run, tmp_path, capsys):
+    """Several .atsp files with `--optima`: the table has the plain decode (x1) and the best of the
+    copies (x4) per file, and the mean row averages each column over the files."""
+    from itertools import permutations
+
+    lines = []
+    for name, seed in (("m6", 1), ("m7", 2)):
+        n = int(name[1:])
+        cost = np.rint(generate_atsp(n, 1, seed=seed)[0] * 1000).astype(int)
+        body = "\n".join(" ".join(str(c) for c in row) for row in cost)
+        (tmp_path / f"{name}.atsp").write_text(f"NAME: {name}\nTYPE: ATSP\nDIMENSION: {n}\nEDGE_WEIGHT_TYPE: EXPLICIT\n"
+                                               f"EDGE_WEIGHT_FORMAT: FULL_MATRIX\nEDGE_WEIGHT_SECTION\n{body}\nEOF\n")
+        best = min(sum(cost[a, b] for a, b in zip((0, *p), (*p, 0))) for p in permutations(range(1, n)))
+        lines.append(f"{name}: {best}")
+    (tmp_path / "optima.txt").write_text("\n".join(lines) + "\n")
+    report = tmp_path / "r.json"
+    assert main(["eval", "--checkpoint", atsp_run, "--instances", str(tmp_path / "m6.atsp"), str(tmp_path / "m7.atsp"),
+                 "--optima", str(tmp_path / "optima.txt"), "--augment", "4", "--json", str(report)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "| name | N | type | optimum | length x1 | gap x1 % | length x4 | gap x4 % | ms |" in table
+    result = json.loads(report.read_text())
+    for row in result["files"]:
+        assert 0 <= row["mean_gap_percent"] <= row["greedy_gap_percent"] + 1e-9  # copy 0 is one of the 4
+    assert result["greedy_gap_percent"] == pytest.approx(np.mean([r["greedy_gap_percent"] for r in result["files"]]))
+    mean_row = next(line for line in table if line.startswith("| mean (2 files)"))
+    assert f"| {result['greedy_gap_percent']:.2f} |" in mean_row and f"| {result['mean_gap_percent']:.2f} |" in mean_row
