@@ -1,0 +1,25 @@
+"""The shipped imitation pools: their Concorde tours are all proven optimal and belong to the
+instances `ho-co make-data` draws from the pool's seed (the ATSP-50 pool's instances do not ship)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ho_co.problems import Instances, generate_atsp, load_instances, load_references, tour_lengths
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def test_the_atsp50_pool_tours_belong_to_the_instances_drawn_again_from_its_seed():
+    inst = Instances("atsp", cost_matrix=generate_atsp(50, 6400, seed=20261212))
+    refs = load_references(DATA / "atsp50_pool_concorde.npz", inst)  # checks the instances' digest
+    assert refs.optimal.all()
+    np.testing.assert_allclose(refs.lengths, tour_lengths(inst.cost_matrix.astype(np.float64), refs.tours), rtol=1e-5)
+
+
+def test_the_tsp50_pool_ships_with_its_optimal_tours():
+    inst = load_instances(DATA / "tsp50_pool.npz", problem="tsp")
+    refs = load_references(DATA / "tsp50_pool_concorde.npz", inst)
+    assert len(inst) == 6400 and refs.optimal.all()
+    assert refs.lengths.mean() == pytest.approx(5.692862, abs=1e-6)
