@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from brute_force import brute_force_length
 
 from ho_co.cli import main
 from ho_co.problems import generate_atsp, generate_tsp, save_instances, tour_lengths
@@ -113,8 +114,6 @@ def test_symmetric_instances_still_decode_as_atsp_matrices(atsp_run, tmp_path):
 def test_augmented_per_file_table_shows_x1_beside_the_best_copy(atsp_run, tmp_path, capsys):
     """Several .atsp files with `--optima`: the table has the plain decode (x1) and the best of the
     copies (x4) per file, and the mean row averages each column over the files."""
-    from itertools import permutations
-
     lines = []
     for name, seed in (("m6", 1), ("m7", 2)):
         n = int(name[1:])
@@ -122,8 +121,7 @@ def test_augmented_per_file_table_shows_x1_beside_the_best_copy(atsp_run, tmp_pa
         body = "\n".join(" ".join(str(c) for c in row) for row in cost)
         (tmp_path / f"{name}.atsp").write_text(f"NAME: {name}\nTYPE: ATSP\nDIMENSION: {n}\nEDGE_WEIGHT_TYPE: EXPLICIT\n"
                                                f"EDGE_WEIGHT_FORMAT: FULL_MATRIX\nEDGE_WEIGHT_SECTION\n{body}\nEOF\n")
-        best = min(sum(cost[a, b] for a, b in zip((0, *p), (*p, 0))) for p in permutations(range(1, n)))
-        lines.append(f"{name}: {best}")
+        lines.append(f"{name}: {brute_force_length(cost):g}")
     (tmp_path / "optima.txt").write_text("\n".join(lines) + "\n")
     report = tmp_path / "r.json"
     assert main(["eval", "--checkpoint", atsp_run, "--instances", str(tmp_path / "m6.atsp"), str(tmp_path / "m7.atsp"),

@@ -2,7 +2,6 @@
 each pair holds the state after the same number of instances, and its curve is the one in
 benchmarks/results."""
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from ho_co.problems import Instances, load_instances, load_references, mean_gap
 from ho_co.routing.checkpoints import is_full_checkpoint, read_checkpoint, training_record
 from ho_co.routing.decode import decode
+from ho_co.routing.figures import read_curve
 from ho_co.routing.policies import policy_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,9 +46,8 @@ def test_a_shipped_atsp_pair_saw_the_same_instances_and_ships_its_curves(problem
     records = {m: training_record(read_checkpoint(shipped_file(m, problem, n))) for m in ("ho_matnet", "matnet")}
     assert records["ho_matnet"]["instances_seen"] == records["matnet"]["instances_seen"]
     for model, record in records.items():
-        with open(REPO / f"benchmarks/results/{problem}{n}_cpu/{model}_learning_curve.csv") as fh:
-            shipped_curve = list(csv.DictReader(fh))
+        shipped_curve = read_curve(REPO / f"benchmarks/results/{problem}{n}_cpu/{model}_learning_curve.csv")
         assert len(shipped_curve) == len(record["curve"])
         assert shipped_curve[-1]["val_set"] == f"{problem}{n}_val"
-        np.testing.assert_allclose([float(r["val_gap_percent"]) for r in shipped_curve],
+        np.testing.assert_allclose([r["val_gap_percent"] for r in shipped_curve],
                                    [r["val_gap_percent"] for r in record["curve"]], rtol=1e-6)
