@@ -8,12 +8,16 @@ loss is the negative log-likelihood the policy gives those actions, computed by 
 the given tours). Validation, callbacks, the policy and its state dict are MatNet's, so a
 checkpoint of this module starts a POMO run through `model.policy.init_from`.
 
-The pool is an instance file and its reference tours (`ho-co make-data`, `ho-co solve`), read
-and checked once; an epoch is one pass over it, shuffled per epoch from (seed, epoch). Labelling
-is not part of training: its CPU time is counted where the pool is made.
+The pool is an instance file and its reference tours (`ho-co make-data`, `ho-co solve`), or
+several such pairs (a pool grown by a new seed keeps its first file), read and checked once; an
+epoch is one pass over it, shuffled per epoch from (seed, epoch). Labelling is not part of
+training: its CPU time is counted where the pool is made.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,16 +41,28 @@ class TourPool(FastTdDataset):
         return self.data[torch.as_tensor(idx)]
 
 
-def read_pool(instances: str, reference: str, env) -> TourPool:
-    """The labelled pool: `instances` (a `.npz` instance file of the env's problem and N) and
-    `reference` (their tours as `ho-co solve` writes them), checked to belong together."""
-    inst = load_instances(instances, problem=getattr(env, "problem", env.name), num_loc=env.generator.num_loc)
-    refs = load_references(reference, inst)  # one instance each, permutations, the file's lengths
-    data = instances_to_td(inst)
-    data["tours"] = torch.as_tensor(refs.tours, dtype=torch.int64)
-    rank_zero_info(f"imitation pool: {len(inst)} instances of N={inst.num_loc} from {instances}, "
-                   f"{int(refs.optimal.sum())} of their tours proven optimal ({reference})")
-    return TourPool(data)
+def read_pool(instances: str | Sequence[str], reference: str | Sequence[str], env) -> TourPool:
+    """The labelled pool: `instances` (a `.npz` instance file of the env's problem and N, or a list
+    of them) and `reference` (their tours as `ho-co solve` writes them, one file per instance
+    file), each pair checked to belong together; several pairs make one pool, in their order."""
+    instances, reference = _files(instances), _files(reference)
+    if len(instances) != len(reference):
+        raise ValueError(f"model.pool names {len(instances)} instance files but model.pool_reference "
+                         f"{len(reference)} tour files: one tour file each")
+    parts = []
+    for inst_file, ref_file in zip(instances, reference):
+        inst = load_instances(inst_file, problem=getattr(env, "problem", env.name), num_loc=env.generator.num_loc)
+        refs = load_references(ref_file, inst)  # one instance each, permutations, the file's lengths
+        data = instances_to_td(inst)
+        data["tours"] = torch.as_tensor(refs.tours, dtype=torch.int64)
+        rank_zero_info(f"imitation pool: {len(inst)} instances of N={inst.num_loc} from {inst_file}, "
+                       f"{int(refs.optimal.sum())} of their tours proven optimal ({ref_file})")
+        parts.append(data)
+    return TourPool(torch.cat(parts))
+
+
+def _files(paths: str | Sequence[str]) -> list[str]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
 def rotations(tours: Tensor, starts: Tensor) -> Tensor:
@@ -71,12 +87,13 @@ class ImitationMatNet(MatNet):
     the direction the solver happened to write nor pushed to split its mass evenly. An ATSP tour
     has one direction and is scored as written.
 
-    pool / pool_reference: the labelled pool (`read_pool`); an epoch is one pass over it, in an
+    pool / pool_reference: the labelled pool (`read_pool`: a file pair, or lists of them); an epoch is one pass over it, in an
     order shuffled from (shuffle_seed, epoch) (under DDP, Lightning's distributed sampler shards
     and shuffles it instead). Every other argument is MatNet's.
     """
 
-    def __init__(self, env, policy=None, pool: str | None = None, pool_reference: str | None = None,
+    def __init__(self, env, policy=None, pool: str | Sequence[str] | None = None,
+                 pool_reference: str | Sequence[str] | None = None,
                  shuffle_seed: int = 0, num_starts: int | None = None, **kwargs):
         if not pool or not pool_reference:
             raise ValueError("imitation needs model.pool (an instance file) and model.pool_reference "

@@ -1,5 +1,5 @@
 """The shipped imitation pools: their Concorde tours are all proven optimal and belong to the
-instances `ho-co make-data` draws from the pool's seed (the ATSP-50 pool's instances do not ship)."""
+instances `ho-co make-data` draws from the pool's seed (the ATSP pools' instances do not ship)."""
 
 from pathlib import Path
 
@@ -11,10 +11,11 @@ from ho_co.problems import Instances, generate_atsp, load_instances, load_refere
 DATA = Path(__file__).resolve().parents[2] / "data"
 
 
-def test_the_atsp50_pool_tours_belong_to_the_instances_drawn_again_from_its_seed():
-    inst = Instances("atsp", cost_matrix=generate_atsp(50, 6400, seed=20261212))
-    refs = load_references(DATA / "atsp50_pool_concorde.npz", inst)  # checks the instances' digest
-    assert refs.optimal.all()
+@pytest.mark.parametrize("num_loc, size, seed", [(20, 25600, 20261213), (50, 6400, 20261212)])
+def test_an_atsp_pool_tours_belong_to_the_instances_drawn_again_from_its_seed(num_loc, size, seed):
+    inst = Instances("atsp", cost_matrix=generate_atsp(num_loc, size, seed=seed))
+    refs = load_references(DATA / f"atsp{num_loc}_pool_concorde.npz", inst)  # checks the instances' digest
+    assert len(refs.tours) == size and refs.optimal.all()
     np.testing.assert_allclose(refs.lengths, tour_lengths(inst.cost_matrix.astype(np.float64), refs.tours), rtol=1e-5)
 
 

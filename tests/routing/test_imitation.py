@@ -13,7 +13,7 @@ from brute_force import brute_force_reference
 from ho_co.cli import main
 from ho_co.problems import References, generate_tsp, load_instances, save_instances, tour_lengths
 from ho_co.routing.envs import make_env
-from ho_co.routing.imitation import ImitationMatNet, rotations
+from ho_co.routing.imitation import ImitationMatNet, read_pool, rotations
 from ho_co.routing.policies import build_policy
 from ho_co.routing.train import compose, train
 
@@ -216,3 +216,16 @@ def test_a_pool_of_other_instances_or_a_start_subset_is_refused(tmp_path, pool):
     with pytest.raises(ValueError, match="model.num_starts=3: imitation teaches the tour from every node"):
         ImitationMatNet(make_env("tsp", N), build_policy("matnet", **TINY), pool=str(inst), pool_reference=str(ref),
                         num_starts=3)
+
+
+def test_a_pool_of_several_files_is_their_instances_in_order(tmp_path, pool):
+    inst, ref = pool
+    other = save_instances(tmp_path / "other.npz", locs=generate_tsp(N, 4, seed=6))
+    brute_force_reference(tmp_path / "other_ref.npz", load_instances(other))
+    env = make_env("tsp", N)
+    one, two = read_pool(str(inst), str(ref), env), read_pool([inst, other], [ref, tmp_path / "other_ref.npz"], env)
+    assert len(two) == SIZE + 4
+    assert torch.equal(two.data["tours"][:SIZE], one.data["tours"])
+    assert torch.equal(two.data["locs"][SIZE:], torch.as_tensor(load_instances(other).locs, dtype=torch.float32))
+    with pytest.raises(ValueError, match="model.pool names 2 instance files but model.pool_reference 1 tour files"):
+        read_pool([inst, other], [ref], env)
