@@ -19,8 +19,9 @@ def test_an_atsp_pool_tours_belong_to_the_instances_drawn_again_from_its_seed(nu
     np.testing.assert_allclose(refs.lengths, tour_lengths(inst.cost_matrix.astype(np.float64), refs.tours), rtol=1e-5)
 
 
-def test_the_tsp50_pool_ships_with_its_optimal_tours():
-    inst = load_instances(DATA / "tsp50_pool.npz", problem="tsp")
-    refs = load_references(DATA / "tsp50_pool_concorde.npz", inst)
-    assert len(inst) == 6400 and refs.optimal.all()
-    assert refs.lengths.mean() == pytest.approx(5.692862, abs=1e-6)
+@pytest.mark.parametrize("name, size, mean", [("tsp50_pool", 6400, 5.692862), ("tsp50_pool2", 19200, 5.693919)])
+def test_a_tsp50_pool_ships_with_its_optimal_tours(name, size, mean):
+    inst = load_instances(DATA / f"{name}.npz", problem="tsp")
+    refs = load_references(DATA / f"{name}_concorde.npz", inst)
+    assert len(inst) == size and refs.optimal.all()
+    assert refs.lengths.mean() == pytest.approx(mean, abs=1e-6)
