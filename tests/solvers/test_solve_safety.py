@@ -224,7 +224,18 @@ def test_a_stop_signal_inside_the_wait_for_workers_ends_the_run(tmp_path):
     assert not out.exists() and partial_path(out).exists()
 
 
-def test_stop_signals_inside_stops_deferred_are_recorded_and_a_second_raises():
+@pytest.fixture
+def python_signal_defaults():
+    """Python's own SIGINT/SIGTERM handlers, whatever the runner inherited (a runner started in the
+    background by a shell inherits SIGINT ignored, and stops_deferred leaves ignored signals alone)."""
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))}
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def test_stop_signals_inside_stops_deferred_are_recorded_and_a_second_raises(python_signal_defaults):
     # pthread_kill to this (the main) thread: the handler runs before the call returns; a signal
     # to the process may land in another thread (torch's), whose handler flag a starved box sets late
     with stops_deferred() as stop:
