@@ -49,9 +49,9 @@ def read_pool(instances: str | Sequence[str], reference: str | Sequence[str], en
     if len(instances) != len(reference):
         raise ValueError(f"model.pool names {len(instances)} instance files but model.pool_reference "
                          f"{len(reference)} tour files: one tour file each")
-    parts = []
+    problem, parts = getattr(env, "problem", env.name), []
     for inst_file, ref_file in zip(instances, reference):
-        inst = load_instances(inst_file, problem=getattr(env, "problem", env.name), num_loc=env.generator.num_loc)
+        inst = load_instances(inst_file, problem=problem, num_loc=env.generator.num_loc)
         refs = load_references(ref_file, inst)  # one instance each, permutations, the file's lengths
         data = instances_to_td(inst)
         data["tours"] = torch.as_tensor(refs.tours, dtype=torch.int64)
@@ -87,9 +87,10 @@ class ImitationMatNet(MatNet):
     the direction the solver happened to write nor pushed to split its mass evenly. An ATSP tour
     has one direction and is scored as written.
 
-    pool / pool_reference: the labelled pool (`read_pool`: a file pair, or lists of them); an epoch is one pass over it, in an
-    order shuffled from (shuffle_seed, epoch) (under DDP, Lightning's distributed sampler shards
-    and shuffles it instead). Every other argument is MatNet's.
+    pool / pool_reference: the labelled pool (`read_pool`: a file pair, or lists of them); an
+    epoch is one pass over it, in an order shuffled from (shuffle_seed, epoch) (under DDP,
+    Lightning's distributed sampler shards and shuffles it instead). Every other argument is
+    MatNet's.
     """
 
     def __init__(self, env, policy=None, pool: str | Sequence[str] | None = None,
