@@ -8,6 +8,10 @@ loss is the negative log-likelihood the policy gives those actions, computed by 
 the given tours). Validation, callbacks, the policy and its state dict are MatNet's, so a
 checkpoint of this module starts a POMO run through `model.policy.init_from`.
 
+An ATSP pool can be doubled at no labelling cost (`transpose`): the reversed tour is optimal for
+the transposed matrix, and MatNet's tmat class is closed under transposition (the shortest-path
+closure commutes with it), so each instance may be shown as (C^T, reversed tour) instead.
+
 The pool is an instance file and its reference tours (`ho-co make-data`, `ho-co solve`), or
 several such pairs (a pool grown by a new seed keeps its first file), read and checked once; an
 epoch is one pass over it, shuffled per epoch from (seed, epoch). Labelling is not part of
@@ -89,13 +93,14 @@ class ImitationMatNet(MatNet):
 
     pool / pool_reference: the labelled pool (`read_pool`: a file pair, or lists of them); an
     epoch is one pass over it, in an order shuffled from (shuffle_seed, epoch) (under DDP,
-    Lightning's distributed sampler shards and shuffles it instead). Every other argument is
-    MatNet's.
+    Lightning's distributed sampler shards and shuffles it instead). transpose (ATSP): each
+    instance of a batch is shown transposed with its tour reversed with probability 1/2, drawn
+    from (shuffle_seed, epoch, batch). Every other argument is MatNet's.
     """
 
     def __init__(self, env, policy=None, pool: str | Sequence[str] | None = None,
                  pool_reference: str | Sequence[str] | None = None,
-                 shuffle_seed: int = 0, num_starts: int | None = None, **kwargs):
+                 shuffle_seed: int = 0, num_starts: int | None = None, transpose: bool = False, **kwargs):
         if not pool or not pool_reference:
             raise ValueError("imitation needs model.pool (an instance file) and model.pool_reference "
                              "(its tours, from ho-co solve)")
@@ -106,6 +111,10 @@ class ImitationMatNet(MatNet):
         self.pool = read_pool(pool, pool_reference, env)
         self.shuffle_seed = shuffle_seed
         self.directions = 2 if getattr(env, "problem", env.name) == "tsp" else 1
+        if transpose and self.directions != 1:
+            raise ValueError("model.transpose is for ATSP pools: a TSP matrix is its own transpose, "
+                             "and both directions of its tours are taught already")
+        self.transpose = transpose
 
     def setup(self, stage="fit"):
         super().setup(stage)
@@ -121,6 +130,18 @@ class ImitationMatNet(MatNet):
     def on_train_epoch_end(self):
         """rl4co draws the next epoch's instances here (and POMO's shared baseline has nothing to
         update); the pool is read again instead."""
+
+    def transposed_half(self, batch, batch_idx: int):
+        """The batch with a random half of its instances (about; drawn from (shuffle_seed, epoch,
+        batch_idx)) replaced by their transposes, whose optimal tours are the reversed ones."""
+        state = np.random.SeedSequence((self.shuffle_seed, self.current_epoch, batch_idx)).generate_state(1)
+        flip = torch.rand(batch.batch_size[0], generator=torch.Generator().manual_seed(int(state[0]))) < 0.5
+        flip = flip.to(batch.device)
+        cost, tours = batch["cost_matrix"], batch["tours"]
+        return batch.clone(recurse=False).update({
+            "cost_matrix": torch.where(flip[:, None, None], cost.transpose(-1, -2), cost),
+            "tours": torch.where(flip[:, None], tours.flip(-1), tours),
+        })
 
     def teacher_tours(self, td, tours: Tensor) -> Tensor:
         """The reference tours [D * N, B, N] in rl4co's multi-start rows: start copy s of
@@ -141,6 +162,8 @@ class ImitationMatNet(MatNet):
     def shared_step(self, batch, batch_idx: int, phase: str, dataloader_idx: int | None = None):
         if phase != "train":
             return super().shared_step(batch, batch_idx, phase, dataloader_idx=dataloader_idx)
+        if self.transpose:
+            batch = self.transposed_half(batch, batch_idx)
         td = self.env.reset(batch.exclude("tours"))
         loss = -torch.logsumexp(self.teacher_log_likelihood(td, batch["tours"]), 0).mean()
         metrics = self.log_metrics({"loss": loss}, phase, dataloader_idx=dataloader_idx)

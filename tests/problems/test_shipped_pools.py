@@ -11,10 +11,12 @@ from ho_co.problems import Instances, generate_atsp, load_instances, load_refere
 DATA = Path(__file__).resolve().parents[2] / "data"
 
 
-@pytest.mark.parametrize("num_loc, size, seed", [(20, 25600, 20261213), (50, 6400, 20261212)])
-def test_an_atsp_pool_tours_belong_to_the_instances_drawn_again_from_its_seed(num_loc, size, seed):
+@pytest.mark.parametrize("name, num_loc, size, seed", [("atsp20_pool", 20, 25600, 20261213),
+                                                        ("atsp50_pool", 50, 6400, 20261212),
+                                                        ("atsp50_pool2", 50, 6400, 20261215)])
+def test_an_atsp_pool_tours_belong_to_the_instances_drawn_again_from_its_seed(name, num_loc, size, seed):
     inst = Instances("atsp", cost_matrix=generate_atsp(num_loc, size, seed=seed))
-    refs = load_references(DATA / f"atsp{num_loc}_pool_concorde.npz", inst)  # checks the instances' digest
+    refs = load_references(DATA / f"{name}_concorde.npz", inst)  # checks the instances' digest
     assert len(refs.tours) == size and refs.optimal.all()
     np.testing.assert_allclose(refs.lengths, tour_lengths(inst.cost_matrix.astype(np.float64), refs.tours), rtol=1e-5)
 

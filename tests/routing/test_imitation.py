@@ -6,12 +6,13 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from brute_force import brute_force_reference
+from brute_force import brute_force_reference, brute_force_tours
 from ho_co.cli import main
-from ho_co.problems import References, generate_tsp, load_instances, save_instances, tour_lengths
+from ho_co.problems import References, generate_atsp, generate_tsp, load_instances, save_instances, tour_lengths
 from ho_co.routing.envs import make_env
 from ho_co.routing.imitation import ImitationMatNet, read_pool, rotations
 from ho_co.routing.policies import build_policy
@@ -229,3 +230,31 @@ def test_a_pool_of_several_files_is_their_instances_in_order(tmp_path, pool):
     assert torch.equal(two.data["locs"][SIZE:], torch.as_tensor(load_instances(other).locs, dtype=torch.float32))
     with pytest.raises(ValueError, match="model.pool names 2 instance files but model.pool_reference 1 tour files"):
         read_pool([inst, other], [ref], env)
+
+
+def test_a_transposed_half_is_shown_with_reversed_tours_still_optimal(tmp_path):
+    """ATSP's free doubling: about half a batch is shown as (C^T, reversed tour), drawn again per
+    batch and epoch, and every tour shown is optimal for the matrix shown with it."""
+    n, size = 6, 32
+    inst = save_instances(tmp_path / "atsp.npz", cost_matrix=generate_atsp(n, size, seed=7))
+    optimal = brute_force_reference(tmp_path / "atsp_ref.npz", load_instances(inst))
+    model = ImitationMatNet(make_env("atsp", n), build_policy("matnet", **TINY), pool=str(inst),
+                            pool_reference=str(tmp_path / "atsp_ref.npz"), transpose=True)
+    batch = model.pool.data
+    shown = model.transposed_half(batch, batch_idx=0)
+    cost, tours = shown["cost_matrix"].numpy(), shown["tours"].numpy()
+    flipped = ~np.all(np.isclose(cost, batch["cost_matrix"].numpy()), axis=(1, 2))
+    assert 0 < flipped.sum() < size
+    np.testing.assert_allclose(cost[flipped], batch["cost_matrix"].numpy()[flipped].transpose(0, 2, 1))
+    np.testing.assert_allclose(tour_lengths(cost, tours), optimal, rtol=1e-5)
+    np.testing.assert_allclose(tour_lengths(cost, brute_force_tours(cost)), optimal, rtol=1e-5)
+    assert torch.equal(model.transposed_half(batch, 0)["tours"], shown["tours"])
+    assert not torch.equal(model.transposed_half(batch, 1)["tours"], shown["tours"])
+    assert torch.equal(batch["tours"], model.pool.data["tours"])  # the pool itself is untouched
+
+
+def test_transposing_a_tsp_pool_is_refused(pool):
+    inst, ref = pool
+    with pytest.raises(ValueError, match="model.transpose is for ATSP pools"):
+        ImitationMatNet(make_env("tsp", N), build_policy("matnet", **TINY), pool=str(inst), pool_reference=str(ref),
+                        transpose=True)
