@@ -12,6 +12,7 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @pytest.mark.parametrize("name, num_loc, size, seed", [("atsp20_pool", 20, 25600, 20261213),
+                                                        ("atsp20_pool2", 20, 25600, 20261216),
                                                         ("atsp50_pool", 50, 6400, 20261212),
                                                         ("atsp50_pool2", 50, 6400, 20261215)])
 def test_an_atsp_pool_tours_belong_to_the_instances_drawn_again_from_its_seed(name, num_loc, size, seed):
