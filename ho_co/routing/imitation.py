@@ -120,11 +120,14 @@ class ImitationMatNet(MatNet):
         super().setup(stage)
         self.train_dataset = self.pool
 
+    def epoch_generator(self, *key: int) -> torch.Generator:
+        """A generator seeded from (shuffle_seed, epoch, *key): the same draws on a rerun."""
+        state = np.random.SeedSequence((self.shuffle_seed, self.current_epoch, *key)).generate_state(1)
+        return torch.Generator().manual_seed(int(state[0]))
+
     def train_dataloader(self):
         """The pool in this epoch's order (Lightning asks again every epoch)."""
-        state = np.random.SeedSequence((self.shuffle_seed, self.current_epoch)).generate_state(1)
-        return DataLoader(self.pool, batch_size=self.train_batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(int(state[0])),
+        return DataLoader(self.pool, batch_size=self.train_batch_size, shuffle=True, generator=self.epoch_generator(),
                           num_workers=self.dataloader_num_workers, collate_fn=self.pool.collate_fn)
 
     def on_train_epoch_end(self):
@@ -134,8 +137,7 @@ class ImitationMatNet(MatNet):
     def transposed_half(self, batch, batch_idx: int):
         """The batch with a random half of its instances (about; drawn from (shuffle_seed, epoch,
         batch_idx)) replaced by their transposes, whose optimal tours are the reversed ones."""
-        state = np.random.SeedSequence((self.shuffle_seed, self.current_epoch, batch_idx)).generate_state(1)
-        flip = torch.rand(batch.batch_size[0], generator=torch.Generator().manual_seed(int(state[0]))) < 0.5
+        flip = torch.rand(batch.batch_size[0], generator=self.epoch_generator(batch_idx)) < 0.5
         flip = flip.to(batch.device)
         cost, tours = batch["cost_matrix"], batch["tours"]
         return batch.clone(recurse=False).update({

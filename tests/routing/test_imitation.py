@@ -241,6 +241,7 @@ def test_a_transposed_half_is_shown_with_reversed_tours_still_optimal(tmp_path):
     model = ImitationMatNet(make_env("atsp", n), build_policy("matnet", **TINY), pool=str(inst),
                             pool_reference=str(tmp_path / "atsp_ref.npz"), transpose=True)
     batch = model.pool.data
+    before = batch.clone()
     shown = model.transposed_half(batch, batch_idx=0)
     cost, tours = shown["cost_matrix"].numpy(), shown["tours"].numpy()
     flipped = ~np.all(np.isclose(cost, batch["cost_matrix"].numpy()), axis=(1, 2))
@@ -250,7 +251,8 @@ def test_a_transposed_half_is_shown_with_reversed_tours_still_optimal(tmp_path):
     np.testing.assert_allclose(tour_lengths(cost, brute_force_tours(cost)), optimal, rtol=1e-5)
     assert torch.equal(model.transposed_half(batch, 0)["tours"], shown["tours"])
     assert not torch.equal(model.transposed_half(batch, 1)["tours"], shown["tours"])
-    assert torch.equal(batch["tours"], model.pool.data["tours"])  # the pool itself is untouched
+    assert torch.equal(model.pool.data["tours"], before["tours"])  # the pool itself is untouched
+    assert torch.equal(model.pool.data["cost_matrix"], before["cost_matrix"])
 
 
 def test_transposing_a_tsp_pool_is_refused(pool):
