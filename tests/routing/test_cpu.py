@@ -1,4 +1,5 @@
 import os
+import platform
 import subprocess
 import sys
 
@@ -64,3 +65,23 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     # Measured: kept 40,000 falling to 0 (an occasional 10,000), default 40,000 every step.
     assert min(reused[4:]) * 10 < min(default[4:]), (reused, default)
     assert 2 * sum(reused) < sum(default), (reused, default)
+
+
+SUBNORMAL_PROBE = """
+import sys, torch
+from ho_co.routing.cpu import flush_denormals
+flushed = flush_denormals() if sys.argv[1] == "flush" else False
+print(flushed, (torch.tensor([1e-39]) * 2.0).item())
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="FTZ/DAZ are x86 flags")
+def test_subnormals_are_flushed_to_zero():
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", SUBNORMAL_PROBE, mode], capture_output=True, text=True,
+                             check=True).stdout.split()
+        return out[0] == "True", float(out[1])
+
+    flushed, value = run("flush")
+    assert flushed and value == 0.0
+    assert run("keep")[1] > 0  # the default keeps them
