@@ -25,7 +25,7 @@ def steps(batch: int, seconds: float, ho: bool) -> float:
     from ho_co.routing.envs import make_env
     from ho_co.routing.policies import build_policy
 
-    keep_freed_memory()  # as `ho-co train` on a CPU
+    keep_freed_memory()  # the kept heap of `ho-co train` on a CPU (subnormals as the CPU leaves them)
     env = make_env("tsp", 50)
     torch.manual_seed(0)
     policy = build_policy("matnet", fast=True, embed_dim=128, num_encoder_layers=3, num_heads=8,

@@ -25,12 +25,13 @@ import numpy as np
 
 ARM = r"""
 import json, sys, time, numpy as np, torch
+import ho_co.routing.cpu as cpu
 import ho_co.routing.evaluate as evaluate
 from ho_co.routing.policies import policy_from_checkpoint
 
 mode, checkpoint, instances, augment, steps, batch, tours_out = sys.argv[1:]
 if mode == "keep":
-    evaluate.flush_denormals = lambda: False
+    cpu.flush_denormals = lambda: False  # settle_cpu_process keeps the heap setting only
 result = evaluate.evaluate(checkpoint, instances, num_augment=int(augment), progress=False, out=tours_out)
 # the training step: the evaluation above set the process up as `ho-co train` does
 policy, env, _ = policy_from_checkpoint(checkpoint)

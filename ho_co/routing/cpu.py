@@ -14,8 +14,9 @@ has malloc keep and reuse them instead.
 
 Decoding also makes subnormal floats (probabilities and gradients that underflow toward zero).
 Some x86 cores take a slow microcode path for every subnormal operand: on a Xeon, an ATSP-50
-decode ran 2.7 times slower with them than with `flush_denormals` (116 against 43 ms an
-instance, the same tours). Values that small carry nothing a tour or a gradient needs.
+decode ran 2.6 times slower with them than with `flush_denormals`, a training step 2.8 times,
+on the same tours (BENCHMARKS.md). Values that small carry nothing a tour or a gradient needs.
+`ho-co train` and `ho-co eval` apply both settings through `settle_cpu_process`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def flush_denormals() -> bool:
     """Treat subnormal floats as zero on this CPU (torch.set_flush_denormal: x86 FTZ/DAZ), so
     no operation takes the slow subnormal path. Returns whether the CPU supports it."""
     return torch.set_flush_denormal(True)
+
+
+def settle_cpu_process() -> None:
+    """The process settings `ho-co train` and `ho-co eval` use on a CPU: the kept heap and
+    flushed subnormals."""
+    keep_freed_memory()
+    flush_denormals()
 
 
 def runs_on_cpu(device: str) -> bool:

@@ -21,7 +21,7 @@ from ho_co.problems.instances import Instances
 from ho_co.problems.references import References, load_references
 from ho_co.problems.tours import gaps
 from ho_co.problems.tsplib import read_optima
-from ho_co.routing.cpu import flush_denormals, keep_freed_memory
+from ho_co.routing.cpu import settle_cpu_process
 from ho_co.routing.decode import decode
 from ho_co.routing.figures import render_tours
 from ho_co.routing.policies import check_one_hot_width, policy_from_checkpoint, policy_options
@@ -46,8 +46,7 @@ def evaluate(checkpoint, instances, reference=None, num_augment: int = 1, num_st
         raise ValueError(f"--augment must be >= 1, got {num_augment}")
     check_device(device)
     if torch.device(device).type == "cpu":
-        keep_freed_memory()  # decoding batch after batch: reuse the freed pages (ho_co.routing.cpu)
-        flush_denormals()  # no slow subnormal path (ho_co.routing.cpu)
+        settle_cpu_process()  # decoding batch after batch: reused pages, no slow subnormals (ho_co.routing.cpu)
     if reference and optima:
         raise ValueError("give --reference or --optima, not both")
     files = instance_files(instances)

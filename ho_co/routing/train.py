@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ho_co.routing.checkpoints import SafeCheckpointIO, read_checkpoint, training_record
-from ho_co.routing.cpu import flush_denormals, keep_freed_memory, runs_on_cpu, set_cpu_threads
+from ho_co.routing.cpu import runs_on_cpu, set_cpu_threads, settle_cpu_process
 
 
 def config_dir() -> Path:
@@ -176,8 +176,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_path(cfg)
     set_cpu_threads(cfg.get("threads"), cfg.trainer.accelerator)
     if runs_on_cpu(cfg.trainer.accelerator):
-        keep_freed_memory()
-        flush_denormals()
+        settle_cpu_process()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
